@@ -123,9 +123,12 @@ def test_image_size_resizes_and_center_crops(tmp_path: Path) -> None:
     ds = image_folder(tmp_path / "big", "val", image_size=16, crop_fraction=1.0)
     x = ds.decode(0)  # centre 40x40 square, all white
     assert x.shape == (3, 16, 16) and x.float().mean() > 250
-    train = image_folder(tmp_path / "big", "val", image_size=16, augment="resized_crop")
+    train = ds.with_augment("resized_crop")
     torch.manual_seed(0)
-    assert train[0][0].shape == (3, 16, 16)
+    first = train[0][0]
+    torch.manual_seed(0)
+    assert first.shape == (3, 16, 16) and torch.equal(train[0][0], first)
+    assert ds.augment == "none" and torch.equal(ds[0][0], normalize(x))
 
 
 # --------------------------------------------------------------------------- cache
@@ -245,7 +248,12 @@ def test_dataloader_batches_are_seeded_and_augmented(data: dict, tmp_path: Path)
     assert x0.shape == (9, 3, 8, 8) and x0.dtype == torch.float32 and y0.dtype == torch.int64
     assert torch.equal(x0, x1) and torch.equal(y0, y1) and not torch.equal(x0, x2)
     plain = image_folder(data["tar"], "train", cache_dir=tmp_path / "cache", augment="none")
-    assert not torch.equal(_all(plain)[0], torch.stack([ds[i][0] for i in range(len(ds))]))
+    assert not torch.equal(_all(plain)[0], _all(ds)[0])
+    view = ds.with_augment("none")  # shares the pixels
+    assert view.images is ds.images and ds.augment == "crop"
+    assert torch.equal(_all(view)[0], _all(plain)[0])
+    with pytest.raises(ValueError, match="needs the original images"):
+        ds.with_augment("resized_crop")
 
 
 def test_tar_reads_in_worker_processes(data: dict) -> None:
