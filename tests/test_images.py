@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -404,3 +405,11 @@ def test_shared_cifar10_copy_when_present() -> None:
     assert len(ds) == 10_000 and len(ds.classes) == 10 and ds.classes[0] == "airplane"
     assert ds.decode(0).shape == (3, 32, 32)
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
+
+
+def test_import_loads_neither_pillow_nor_torchvision() -> None:
+    code = (
+        "import sys, matryoshka.data.images; print(sorted({'PIL', 'torchvision'} & {*sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

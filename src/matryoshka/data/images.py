@@ -223,7 +223,7 @@ class DecodedImageDataset(Dataset):
         A shallow copy: the pixels are shared, not copied.
         """
         _check_augment(augment)
-        if augment == "resized_crop" and True:
+        if augment == "resized_crop":
             raise ValueError("augment='resized_crop' needs the original images, not decoded ones")
         other = object.__new__(type(self))  # not copy.copy: pickling state would drop the map
         other.__dict__.update(self.__dict__)
@@ -330,7 +330,7 @@ class ImageFileDataset(Dataset):
         _check_augment(augment)
         if augment == "resized_crop" and self.image_size is None:
             raise ValueError("augment='resized_crop' needs an image_size (e.g. 224)")
-        other = object.__new__(type(self))  # not copy.copy: pickling state would drop the map
+        other = object.__new__(type(self))  # shares the sample list and the open source
         other.__dict__.update(self.__dict__)
         other.augment = "none" if augment == "auto" else augment
         return other
@@ -430,11 +430,9 @@ class _FolderSource(_Source):
                     if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
                         continue
                     st = os.stat(os.path.join(dirpath, f))
-                    count, total, newest = (
-                        count + 1,
-                        total + st.st_size,
-                        max(newest, st.st_mtime_ns),
-                    )
+                    count += 1
+                    total += st.st_size
+                    newest = max(newest, st.st_mtime_ns)
                     found.append((rel / f).as_posix())
             files[cls] = sorted(found)
         return classes, files, (count, total, newest)
@@ -467,7 +465,8 @@ class _TarSource(_Source):
         with tar:
             for m in tar:
                 name = m.name.removeprefix("./")
-                tops.add(name.split("/")[0])
+                if name not in ("", "."):
+                    tops.add(name.split("/")[0])
                 if not name.startswith(self.prefix):
                     continue
                 rest = name[len(self.prefix) :].strip("/")
@@ -577,8 +576,6 @@ def _decode(
             img = img.convert("RGB")
     except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad or truncated files
         raise ValueError(f"cannot decode image {source.describe(name)}: {e}") from None
-    from PIL import Image
-
     if box_fn is not None:
         box = box_fn(*img.size)
         img = img.resize((out_size, out_size), Image.Resampling.BILINEAR, box=box)
