@@ -1,27 +1,245 @@
-"""Exact (brute-force) search at any prefix size, in blocks so memory stays bounded."""
+"""Exact (brute-force) search at any prefix size, in blocks so memory stays bounded.
+
+At small prefix sizes the arithmetic is cheap and choosing the best ``k`` of each score row is what
+costs: ``torch.topk`` over a (1000, 200k) score matrix takes several times longer than the product
+that filled it. So :func:`stream_topk` first estimates, for every query, a score threshold that
+about ``2k`` database vectors beat (the ``r``-th best score over an evenly spaced sample of the
+database; the expected count above an order statistic does not depend on the distribution), and
+then keeps only the scores above it with one comparison per score. Rows where fewer than ``k``
+scores beat the threshold (ties, unlucky samples) are searched again the plain way, so the result
+is always exact. Score buffers are reused across blocks: allocating a fresh (nq, nb) tensor per
+block costs more than the product at small sizes.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from matryoshka.dims import validate_dim
 
-__all__ = ["exact_search", "METRICS"]
+__all__ = ["exact_search", "stream_topk", "METRICS"]
 
 METRICS = ("cosine", "ip", "l2")
 
+# A source of prepared database blocks: ``rows(start, stop)`` returns the block's vectors as a
+# contiguous float32 tensor of shape (nb, m) (rows already unit-norm for cosine) and a column
+# bias of shape (nb,) or None (``-|b|^2`` for l2, so that ``2 q.b - |b|^2`` ranks like l2).
+BlockFn = Callable[[int, int], tuple[torch.Tensor, "torch.Tensor | None"]]
+TakeFn = Callable[[np.ndarray], tuple[torch.Tensor, "torch.Tensor | None"]]
 
-def _check_matrix(x: np.ndarray, name: str) -> np.ndarray:
+
+def check_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    """Return ``x`` as a 2-D floating array; raise ``ValueError`` for other shapes, NaN or inf."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-        raise ValueError(f"{name} holds NaN or infinite values (first in row {bad}); clean it first")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"{name} holds NaN or infinite values (first in row {bad}); clean it first"
+        )
     return x
+
+
+def _sample_rows(n: int, k: int) -> np.ndarray | None:
+    """Evenly spaced sample positions for the threshold estimate, or None when not worth it."""
+    s = int(min(16384, max(2048, n // 16)))
+    if n < 4 * s or k > n // 8:  # small database or k near N: plain top-k is cheaper
+        return None
+    return np.linspace(0, n - 1, s).astype(np.int64)
+
+
+def stream_topk(
+    rows: BlockFn,
+    take: TakeFn,
+    n: int,
+    q: torch.Tensor,
+    k: int,
+    block_size: int = 8192,
+    query_block: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` inner products of queries against a blocked database (larger is better).
+
+    Parameters
+    ----------
+    rows : callable ``(start, stop) -> (B, bias)``
+        The database rows ``start:stop`` as a float32 tensor of shape (nb, m) and an optional
+        additive column bias of shape (nb,).
+    take : callable ``(positions) -> (B, bias)``
+        The same for arbitrary row positions (used for the threshold sample).
+    n : int
+        Number of database rows.
+    q : Tensor of shape (nq, m), float32
+        Prepared queries.
+    k : int
+        Results per query, at most ``n``.
+
+    Returns
+    -------
+    S : Tensor of shape (nq, k), float32, best first
+    I : Tensor of shape (nq, k), int64 row positions
+    """
+    nq = q.shape[0]
+    if nq > query_block:  # bounded memory: the score buffer is (query_block, block_size)
+        parts = [
+            stream_topk(rows, take, n, q[i : i + query_block], k, block_size, query_block)
+            for i in range(0, nq, query_block)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    sample = _sample_rows(n, k)
+    if sample is None or nq == 0:
+        return _plain_topk(rows, n, q, k, block_size)
+    # threshold: the r-th best sample score, r chosen so ~2k + 8 n/s database scores beat it
+    s = len(sample)
+    r = min(s, math.ceil(2 * k * s / n) + 8)
+    bs, bias = take(sample)
+    ss = q @ bs.T  # (nq, s)
+    if bias is not None:
+        ss += bias
+    tau = ss.topk(r, dim=1).values[:, -1].contiguous()  # (nq,)
+    del ss
+    # numpy compares and compacts several times faster than torch.gt / torch.nonzero on CPU
+    buf = torch.empty(nq * block_size)
+    mask = np.empty(nq * block_size, dtype=bool)
+    tau_np = tau.numpy()[:, None]
+    fill = np.zeros(nq, dtype=np.int64)
+    vals, rws, cols, pos = [], [], [], []
+    for start in range(0, n, block_size):
+        b, bias = rows(start, min(n, start + block_size))
+        nb = b.shape[0]
+        sc = buf[: nq * nb].view(nq, nb)  # contiguous (nq, nb), reused
+        torch.mm(q, b.T, out=sc)
+        if bias is not None:
+            sc += bias
+        sc_np, mk = sc.numpy(), mask[: nq * nb].reshape(nq, nb)
+        np.greater(sc_np, tau_np, out=mk)
+        flat = np.flatnonzero(mk)  # ascending, so rows come in order
+        if flat.size == 0:
+            continue
+        rr = flat // nb
+        counts = np.bincount(rr, minlength=nq)  # (nq,)
+        first = np.cumsum(counts) - counts
+        vals.append(sc_np.reshape(-1)[flat])
+        rws.append(rr)
+        cols.append(flat - rr * nb + start)
+        pos.append(fill[rr] + np.arange(flat.size) - first[rr])
+        fill += counts
+    S = torch.full((nq, k), float("-inf"))
+    I = torch.full((nq, k), -1, dtype=torch.int64)  # noqa: E741 (faiss's name for the id matrix)
+    if vals:
+        w = max(int(fill.max()), k)
+        DS = np.full((nq, w), -np.inf, dtype=np.float32)  # ragged candidate rows, padded
+        DI = np.full((nq, w), -1, dtype=np.int64)
+        rr, pp = np.concatenate(rws), np.concatenate(pos)
+        DS[rr, pp] = np.concatenate(vals)
+        DI[rr, pp] = np.concatenate(cols)
+        S, sel = torch.from_numpy(DS).topk(k, dim=1)
+        I = torch.from_numpy(DI).gather(1, sel)  # noqa: E741
+    short = torch.from_numpy(np.flatnonzero(fill < k))  # threshold too high for these: redo
+    if short.numel():
+        s2, i2 = _plain_topk(rows, n, q[short], k, block_size)
+        S[short], I[short] = s2, i2
+    return S, I
+
+
+def _plain_topk(
+    rows: BlockFn, n: int, q: torch.Tensor, k: int, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` by a ``torch.topk`` per block, merged as it goes (used for small or hard cases)."""
+    nq = q.shape[0]
+    best_s = torch.full((nq, 0), float("-inf"))
+    best_i = torch.empty((nq, 0), dtype=torch.int64)
+    for start in range(0, n, block_size):
+        b, bias = rows(start, min(n, start + block_size))
+        s = q @ b.T  # (nq, nb)
+        if bias is not None:
+            s += bias
+        top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)  # (nq, <=k)
+        best_s = torch.cat([best_s, top_s], dim=1)
+        best_i = torch.cat([best_i, top_i + start], dim=1)
+        if best_s.shape[1] > k:
+            best_s, sel = best_s.topk(k, dim=1)
+            best_i = best_i.gather(1, sel)
+    return best_s, best_i
+
+
+def finish(
+    S: torch.Tensor,
+    I: torch.Tensor,  # noqa: E741
+    k: int,
+    metric: str,
+    q_sqnorm: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad scores and positions to ``k`` columns and turn l2 scores back into distances.
+
+    Parameters
+    ----------
+    S, I : Tensor of shape (nq, k') with k' <= k
+        Scores (larger is better; for l2 ``2 q.b - |b|^2``) and positions, ``-1`` for none.
+    q_sqnorm : Tensor of shape (nq,), optional
+        ``|q|^2``, needed for l2.
+
+    Returns
+    -------
+    D : ndarray of shape (nq, k), float32: scores for cosine/ip (``-inf`` padding), squared
+        distances for l2 (``+inf`` padding)
+    I : ndarray of shape (nq, k), int64
+    """
+    nq, kk = S.shape
+    D = np.full((nq, k), -np.inf, dtype=np.float32)
+    Io = np.full((nq, k), -1, dtype=np.int64)
+    D[:, :kk] = S.numpy()
+    Io[:, :kk] = I.numpy()
+    Io[~np.isfinite(D)] = -1
+    if metric == "l2":
+        D = -D
+        if q_sqnorm is not None:
+            D += q_sqnorm.numpy()[:, None]
+        np.maximum(D, 0, out=D)  # rounding can dip a squared distance below zero
+        D[Io < 0] = np.inf
+    return D, Io
+
+
+def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries as float32 (nq, m) ready for :func:`stream_topk`, and their squared norms (nq,).
+
+    Cosine prefixes are renormalised; l2 queries are doubled so that ``q.b - |b|^2`` with the
+    doubled query is ``2 q.b - |b|^2``, which ranks like ``-|q - b|^2``.
+    """
+    q = torch.from_numpy(np.ascontiguousarray(xq[:, :m], dtype=np.float32))  # (nq, m)
+    sq = (q * q).sum(1)
+    if metric == "cosine":
+        q = torch.nn.functional.normalize(q, dim=1)
+    elif metric == "l2":
+        q = 2 * q
+    return q, sq
+
+
+def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]:
+    """Block readers over a plain (possibly memory-mapped) array's first ``m`` columns."""
+
+    def prep(b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))  # (nb, m)
+        if metric == "cosine":
+            return torch.nn.functional.normalize(t, dim=1), None
+        if metric == "l2":
+            return t, -(t * t).sum(1)
+        return t, None
+
+    def rows(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return prep(xb[start:stop, :m])
+
+    def take(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return prep(xb[pos, :m])
+
+    return rows, take
 
 
 def exact_search(
@@ -30,9 +248,11 @@ def exact_search(
     k: int,
     metric: str = "cosine",
     dim: int | None = None,
-    block_size: int = 65536,
+    block_size: int = 8192,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every database vector against every query on the first ``dim`` columns.
+
+    Memory stays bounded by the blocks: ``xb`` may be a memory-mapped array larger than RAM.
 
     Parameters
     ----------
@@ -47,46 +267,35 @@ def exact_search(
         Euclidean distance (smaller is better).
     dim : int, optional
         Prefix size ``m``; default the full width of ``xb``.
+    block_size : int, default 8192
+        Database rows scored at a time.
 
     Returns
     -------
     D : ndarray of shape (nq, k), float32, best first
     I : ndarray of shape (nq, k), int64
     """
-    xb = _check_matrix(xb, "xb")
-    xq = _check_matrix(xq, "xq")
+    xb = np.asarray(xb)
+    if xb.ndim != 2:
+        raise ValueError(f"xb must have shape (n, d), got shape {xb.shape}")
+    xq = check_matrix(xq, "xq")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got k={k}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got k={k!r}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
     d = xb.shape[1]
     m = d if dim is None else validate_dim(dim, d, "dim")
     if xq.shape[1] < m:
         raise ValueError(f"queries have {xq.shape[1]} columns but the search size is dim={m}")
-    n, nq = xb.shape[0], xq.shape[0]
-    q = torch.from_numpy(np.ascontiguousarray(xq[:, :m], dtype=np.float32))  # (nq, m)
-    if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-    kk = min(k, n)
-    best_s = torch.full((nq, 0), float("-inf"))
-    best_i = torch.empty((nq, 0), dtype=torch.int64)
-    for start in range(0, n, block_size):
-        b = torch.from_numpy(np.ascontiguousarray(xb[start : start + block_size, :m], np.float32))
-        if metric == "cosine":
-            b = torch.nn.functional.normalize(b, dim=1)
-        s = q @ b.T  # (nq, nb)
-        if metric == "l2":  # negated squared distance, so larger is better throughout
-            s = 2 * s - (b * b).sum(1)[None, :] - (q * q).sum(1)[:, None]
-        top_s, top_i = s.topk(min(kk, s.shape[1]), dim=1)  # (nq, <=k)
-        best_s = torch.cat([best_s, top_s], dim=1)
-        best_i = torch.cat([best_i, top_i + start], dim=1)
-        if best_s.shape[1] > kk:
-            best_s, sel = best_s.topk(kk, dim=1)
-            best_i = best_i.gather(1, sel)
-    D = np.full((nq, k), -np.inf, dtype=np.float32)
-    I = np.full((nq, k), -1, dtype=np.int64)  # noqa: E741 (faiss's name for the id matrix)
-    D[:, :kk] = best_s.numpy()
-    I[:, :kk] = best_i.numpy()
-    if metric == "l2":
-        D = -D
-    return D, I
+    n = xb.shape[0]
+    for start in range(0, n, 1 << 20):  # checked in slices so a memory-mapped xb is not loaded
+        check_matrix(xb[start : start + (1 << 20), :m], "xb")
+    q, sq = prepare_queries(xq, m, metric)
+    kk = min(int(k), n)
+    if kk == 0:
+        return finish(torch.empty(len(q), 0), torch.empty(len(q), 0, dtype=torch.int64), k, metric)
+    rows, take = _array_source(xb, m, metric)
+    S, I = stream_topk(rows, take, n, q, kk, block_size)  # noqa: E741
+    return finish(S, I, int(k), metric, sq)

@@ -1,0 +1,294 @@
+"""Approximate first stages through faiss: HNSW, IVF, IVF-PQ on a prefix, and AdANNS-IVF.
+
+Each structure is built on the stored vectors' prefix of one size and hands a shortlist of row
+positions to the funnel, whose later stages rerank from the stored vectors at larger sizes. The
+structure holds its own copy of the short prefix (``N * m * 4`` bytes for HNSW and IVF, less for
+IVF-PQ), small next to the full vectors when ``m`` is small.
+
+AdANNS-IVF (Rege et al., 2023, "AdANNS: A Framework for Adaptive Semantic Search",
+https://arxiv.org/abs/2305.19435) clusters with one prefix size and scores inside the probed lists
+with another: ``cluster_dim`` decides the k-means clustering, every vector's list and the
+query-to-centroid step; ``dim`` the scan inside the lists. Either may be the larger.
+
+faiss is an optional dependency (``pip install 'matryoshka[index]'``) imported only here, inside
+the functions that use it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from matryoshka.dims import validate_dim
+
+if TYPE_CHECKING:
+    from matryoshka.index.core import MatryoshkaIndex
+
+__all__ = ["import_faiss", "make_ann", "HNSWStage", "IVFStage", "AdannsIVFStage", "ANN_KINDS"]
+
+ANN_KINDS = ("hnsw", "ivf", "ivfpq", "adanns")
+
+
+def import_faiss() -> Any:
+    """Import faiss, or raise ``ImportError`` naming the extra that provides it."""
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError(
+            "approximate search needs faiss, which is not installed: "
+            "pip install 'matryoshka[index]'"
+        ) from None
+    return faiss
+
+
+def _faiss_metric(faiss: Any, metric: str) -> int:
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def _prefix(index: MatryoshkaIndex, m: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Stored rows ``start:stop`` at size ``m`` as float32 (n, m), unit-norm for cosine."""
+    stop = len(index) if stop is None else stop
+    x = index._store.rows(start, stop, m)
+    if index.metric == "cosine":
+        x *= index._norm(m)[start:stop, None]
+    return x
+
+
+def _queries(index: MatryoshkaIndex, xq: np.ndarray, m: int) -> np.ndarray:
+    q = np.ascontiguousarray(xq[:, :m], dtype=np.float32)  # (nq, m)
+    if index.metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    return q
+
+
+def _to_scores(index: MatryoshkaIndex, q: np.ndarray, D: np.ndarray, Ipos: np.ndarray):
+    """faiss (D, I) to the funnel's convention: larger is better; l2 as ``|q|^2 - dist``."""
+    S = torch.from_numpy(np.ascontiguousarray(D, dtype=np.float32))
+    if index.metric == "l2":
+        S = torch.from_numpy(np.einsum("ij,ij->i", q, q))[:, None] - S
+    P = torch.from_numpy(np.ascontiguousarray(Ipos, dtype=np.int64))
+    S[P < 0] = float("-inf")
+    return S, P
+
+
+def _train_sample(n: int, nlist: int, per_list: int = 64) -> np.ndarray:
+    """Evenly spaced positions for k-means training: ``per_list`` per centroid at most."""
+    return np.linspace(0, n - 1, min(n, per_list * nlist)).astype(np.int64)
+
+
+def _check_nlist(nlist: int, n: int) -> int:
+    if nlist < 1:
+        raise ValueError(f"nlist must be positive, got {nlist}")
+    if nlist > n:
+        raise ValueError(f"nlist={nlist} is more than the {n} stored vectors; use fewer lists")
+    return int(nlist)
+
+
+class _Stage:
+    """Common part: a faiss index over a prefix, rows added in chunks of positions."""
+
+    search_dim: int
+    faiss_index: Any
+
+    def _add_rows(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
+        for s in range(start, stop, 65536):
+            self.faiss_index.add(_prefix(index, self.search_dim, s, min(stop, s + 65536)))
+
+    def add(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
+        """Add stored rows ``start:stop`` (called by ``MatryoshkaIndex.add``)."""
+        self._add_rows(index, start, stop)
+
+    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+        """Shortlist of ``k`` positions per query: scores and positions, each (nq, k)."""
+        q = _queries(index, xq, self.search_dim)
+        D, Ipos = self.faiss_index.search(q, k)
+        return _to_scores(index, q, D, Ipos)
+
+
+class HNSWStage(_Stage):
+    """faiss ``IndexHNSWFlat`` on the prefix of size ``dim``.
+
+    Parameters
+    ----------
+    dim : int
+        Prefix size it is built and searched at.
+    M : int, default 32
+        Graph degree.
+    ef_construction : int, default 64
+        Beam width while building.
+    ef_search : int, default 128
+        Beam width while searching (faiss uses at least the shortlist length).
+    """
+
+    def __init__(self, dim: int, M: int = 32, ef_construction: int = 64, ef_search: int = 128):
+        self.search_dim = dim
+        self.M = M
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+
+    def build(self, index: MatryoshkaIndex) -> HNSWStage:
+        faiss = import_faiss()
+        self.faiss_index = faiss.IndexHNSWFlat(
+            self.search_dim, self.M, _faiss_metric(faiss, index.metric)
+        )
+        self.faiss_index.hnsw.efConstruction = self.ef_construction
+        self._add_rows(index, 0, len(index))
+        return self
+
+    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+        self.faiss_index.hnsw.efSearch = max(self.ef_search, k)
+        return super().search(index, xq, k)
+
+
+class IVFStage(_Stage):
+    """faiss ``IndexIVFFlat`` (or ``IndexIVFPQ`` with ``pq_m``) on the prefix of size ``dim``.
+
+    Parameters
+    ----------
+    dim : int
+        Prefix size it is trained, built and searched at.
+    nlist : int, default 1024
+        Number of k-means lists.
+    nprobe : int, default 16
+        Lists scanned per query.
+    pq_m : int, optional
+        Product-quantise the lists with this many sub-quantisers (must divide ``dim``).
+    nbits : int, default 8
+        Bits per sub-quantiser code.
+    """
+
+    def __init__(
+        self, dim: int, nlist: int = 1024, nprobe: int = 16, pq_m: int | None = None, nbits: int = 8
+    ):
+        if pq_m is not None and (pq_m < 1 or dim % pq_m):
+            raise ValueError(f"pq_m must divide the stage size dim={dim}, got pq_m={pq_m}")
+        self.search_dim = dim
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.pq_m = pq_m
+        self.nbits = nbits
+
+    def build(self, index: MatryoshkaIndex) -> IVFStage:
+        faiss = import_faiss()
+        nlist = _check_nlist(self.nlist, len(index))
+        metric = _faiss_metric(faiss, index.metric)
+        m = self.search_dim
+        quantizer = faiss.IndexFlatL2(m) if index.metric == "l2" else faiss.IndexFlatIP(m)
+        if self.pq_m is None:
+            ivf = faiss.IndexIVFFlat(quantizer, m, nlist, metric)
+        else:
+            ivf = faiss.IndexIVFPQ(quantizer, m, nlist, self.pq_m, self.nbits, metric)
+        ivf.own_fields = True
+        quantizer.this.disown()  # the IVF index owns and frees its quantizer
+        x = _prefix(index, m)[_train_sample(len(index), nlist, 256 if self.pq_m else 64)]
+        ivf.train(x)
+        self.faiss_index = ivf
+        self._add_rows(index, 0, len(index))
+        return self
+
+    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+        self.faiss_index.nprobe = min(self.nprobe, self.faiss_index.nlist)
+        return super().search(index, xq, k)
+
+
+class AdannsIVFStage(_Stage):
+    """AdANNS-IVF: lists from k-means at ``cluster_dim``, scanned at ``dim``.
+
+    Parameters
+    ----------
+    dim : int
+        Prefix size scored inside the probed lists (the funnel's first stage size).
+    cluster_dim : int
+        Prefix size of the k-means clustering, of each vector's list assignment and of the
+        query-to-centroid search. Smaller or larger than ``dim``.
+    nlist : int, default 1024
+    nprobe : int, default 16
+    """
+
+    def __init__(self, dim: int, cluster_dim: int, nlist: int = 1024, nprobe: int = 16):
+        self.search_dim = dim
+        self.cluster_dim = cluster_dim
+        self.nlist = nlist
+        self.nprobe = nprobe
+
+    def _assign(self, index: MatryoshkaIndex, start: int, stop: int) -> np.ndarray:
+        xc = _prefix(index, self.cluster_dim, start, stop)
+        return self.centroids.search(xc, 1)[1][:, 0]
+
+    def build(self, index: MatryoshkaIndex) -> AdannsIVFStage:
+        faiss = import_faiss()
+        n, dc, ds = len(index), self.cluster_dim, self.search_dim
+        nlist = _check_nlist(self.nlist, n)
+        metric = _faiss_metric(faiss, index.metric)
+        sample = _train_sample(n, nlist)
+        km = faiss.Kmeans(dc, nlist, niter=20, seed=1234, spherical=index.metric == "cosine")
+        km.train(_prefix(index, dc)[sample])
+        self.centroids = faiss.IndexFlatL2(dc) if index.metric == "l2" else faiss.IndexFlatIP(dc)
+        self.centroids.add(km.centroids)
+        # the IVF structure at size ds needs centroids of that size: the lists' means at ds
+        assign = np.concatenate(
+            [self._assign(index, s, min(n, s + 65536)) for s in range(0, n, 65536)]
+        )
+        sums = np.zeros((nlist, ds), dtype=np.float64)
+        for s in range(0, n, 65536):
+            np.add.at(sums, assign[s : s + 65536], _prefix(index, ds, s, min(n, s + 65536)))
+        means = (sums / np.maximum(np.bincount(assign, minlength=nlist), 1)[:, None]).astype(
+            np.float32
+        )
+        quantizer = faiss.IndexFlatL2(ds) if index.metric == "l2" else faiss.IndexFlatIP(ds)
+        quantizer.add(means)
+        ivf = faiss.IndexIVFFlat(quantizer, ds, nlist, metric)
+        ivf.own_fields = True
+        quantizer.this.disown()
+        ivf.is_trained = True
+        self.faiss_index = ivf
+        self._add_assigned(index, 0, n, assign)
+        return self
+
+    def _add_assigned(
+        self, index: MatryoshkaIndex, start: int, stop: int, assign: np.ndarray
+    ) -> None:
+        from faiss.contrib.ivf_tools import add_preassigned
+
+        for s in range(start, stop, 65536):
+            e = min(stop, s + 65536)
+            ids = np.arange(s, e, dtype=np.int64)
+            a = np.ascontiguousarray(assign[s - start : e - start], dtype=np.int64)
+            add_preassigned(self.faiss_index, _prefix(index, self.search_dim, s, e), a, ids)
+
+    def add(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
+        self._add_assigned(index, start, stop, self._assign(index, start, stop))
+
+    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+        nprobe = min(self.nprobe, self.faiss_index.nlist)
+        self.faiss_index.nprobe = nprobe
+        qc = _queries(index, xq, self.cluster_dim)
+        coarse_d, lists = self.centroids.search(qc, nprobe)  # query-to-centroid at cluster_dim
+        q = _queries(index, xq, self.search_dim)
+        D, Ipos = self.faiss_index.search_preassigned(q, k, lists, coarse_d)
+        return _to_scores(index, q, D, Ipos)
+
+
+def make_ann(kind: str, dim: int, d: int, **params: Any) -> _Stage:
+    """An unbuilt approximate stage of ``kind`` searching at size ``dim`` of ``d``.
+
+    Unknown parameters raise ``TypeError`` naming them.
+    """
+    if kind not in ANN_KINDS:
+        raise ValueError(f"kind must be one of {ANN_KINDS}, got {kind!r}")
+    import_faiss()
+    if kind == "hnsw":
+        return HNSWStage(dim, **params)
+    if kind == "ivf":
+        if "pq_m" in params:
+            raise ValueError("kind='ivf' stores flat lists; use kind='ivfpq' with pq_m")
+        return IVFStage(dim, **params)
+    if kind == "ivfpq":
+        params.setdefault("pq_m", max(1, dim // 4) if dim % 4 == 0 else 1)
+        return IVFStage(dim, **params)
+    if "cluster_dim" not in params:
+        raise ValueError("kind='adanns' needs cluster_dim, the prefix size that builds the lists")
+    params["cluster_dim"] = validate_dim(params["cluster_dim"], d, "cluster_dim")
+    return AdannsIVFStage(dim, **params)
