@@ -8,6 +8,7 @@ an approximate first stage is built.
 
 from matryoshka.index.core import MatryoshkaIndex, check_funnel
 from matryoshka.index.exact import METRICS, exact_search
+from matryoshka.index.planner import parse_bytes, plan_storage, plan_table
 from matryoshka.index.storage import PRECISIONS, bytes_per_vector
 
 __all__ = [
@@ -17,4 +18,7 @@ __all__ = [
     "bytes_per_vector",
     "check_funnel",
     "exact_search",
+    "parse_bytes",
+    "plan_storage",
+    "plan_table",
 ]

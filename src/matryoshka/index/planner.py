@@ -1,0 +1,241 @@
+"""Storage planner: which size and precision to store for ``n`` vectors in a memory budget.
+
+Bytes count the stored codes only, in decimal units (``100GB`` is ``100e9`` bytes): ``m * 4`` per
+vector at float32, ``m * 2`` at float16, ``m`` at int8, ``m / 8`` at binary. Ids add nothing while
+they are ``0..N-1`` (the index keeps them implicit) and 8 bytes per vector otherwise. So 50 million
+vectors in 100 GB leave 2,000 bytes each: float32 up to size 500, float16 1,000, int8 2,000.
+
+Given embeddings and queries, each row also gets its recall@k against exact full-size float32
+search, measured on a sample, and the recommendation is the fitting row with the best recall.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from matryoshka.dims import nesting_dims, validate_dims
+from matryoshka.index.storage import PRECISIONS, bytes_per_vector
+
+__all__ = ["parse_bytes", "plan_storage", "plan_table", "format_bytes"]
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "PB": 10**15,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+_BITS = {"float32": 32, "float16": 16, "int8": 8, "binary": 1}
+
+
+def parse_bytes(text: str | float | int) -> int:
+    """``"100GB"`` -> ``100_000_000_000`` (decimal KB/MB/GB/TB; binary KiB/MiB/GiB/TiB)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        mt = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if mt is None or mt.group(2).upper() not in _UNITS:
+            raise ValueError(
+                f"budget must be a number of bytes with an optional unit such as 100GB, 512MiB; "
+                f"got {text!r}"
+            )
+        value = float(mt.group(1)) * _UNITS[mt.group(2).upper()]
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"budget must be positive, got {text!r}")
+    return int(value)
+
+
+def format_bytes(b: float) -> str:
+    """Decimal units: ``2.0e11`` -> ``"200.0 GB"``."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if b >= size:
+            return f"{b / size:.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def _recalls(
+    embeddings: np.ndarray,
+    queries: np.ndarray,
+    sizes: Sequence[int],
+    precisions: Sequence[str],
+    metric: str,
+    k: int,
+    sample: int,
+    seed: int,
+) -> dict[tuple[int, str], float]:
+    """recall@k of every (size, precision) against exact full-size float32 search on a sample."""
+    from matryoshka.index.core import MatryoshkaIndex
+    from matryoshka.index.exact import exact_search
+
+    rng = np.random.default_rng(seed)
+    xb = embeddings
+    if len(xb) > sample:
+        xb = xb[np.sort(rng.choice(len(xb), sample, replace=False))]
+    xb = np.asarray(xb, dtype=np.float32)
+    xq = np.asarray(queries[: min(len(queries), 1000)], dtype=np.float32)
+    _, gt = exact_search(xb, xq, k, metric)  # (nq, k) the reference
+    out = {}
+    for prec in precisions:
+        index = MatryoshkaIndex(xb.shape[1], metric, prec).add(xb)
+        for m in sizes:
+            _, ids = index.search(xq, k, dim=m)
+            hits = [len(np.intersect1d(a[a >= 0], b[b >= 0])) for a, b in zip(ids, gt, strict=True)]
+            out[(m, prec)] = float(np.sum(hits) / max(1, (gt >= 0).sum()))
+    return out
+
+
+def plan_storage(
+    n: int,
+    budget: str | float | int,
+    d: int | None = None,
+    dims: Sequence[int] | None = None,
+    precisions: Sequence[str] = PRECISIONS,
+    embeddings: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    metric: str = "cosine",
+    k: int = 10,
+    sample: int = 100_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Sizes x precisions with their bytes for ``n`` vectors, and the best row that fits.
+
+    Parameters
+    ----------
+    n : int
+        Number of vectors to store.
+    budget : str or number
+        Memory budget, e.g. ``"100GB"`` (decimal) or ``"64GiB"`` or a number of bytes.
+    d : int, optional
+        Full embedding size; default the embeddings' width, else 2048.
+    dims : list of int, optional
+        Sizes to list; default ``nesting_dims(d)``. The largest size that fits at each
+        precision is always added.
+    precisions : list of str
+        Among ``float32``, ``float16``, ``int8``, ``binary``.
+    embeddings : ndarray of shape (N, d), optional
+        A sample of the corpus; with ``queries``, every row gets its measured recall@k.
+    queries : ndarray of shape (nq, d), optional
+        Held-out queries (at most 1,000 are used).
+    metric : {"cosine", "ip", "l2"}
+    k : int, default 10
+    sample : int, default 100000
+        At most this many embeddings are searched for the recall measurement.
+
+    Returns
+    -------
+    dict
+        ``{"n", "budget_bytes", "d", "rows": [{"dim", "precision", "bytes_per_vector", "bytes",
+        "fits", "recall"}], "largest_fit": {precision: dim}, "recommended": row or None,
+        "rule": str}``; ``recall`` is None without measurements.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got n={n!r}")
+    budget_bytes = parse_bytes(budget)
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise ValueError(f"precisions must be among {PRECISIONS}, got {p!r}")
+    if (embeddings is None) != (queries is None):
+        raise ValueError("give both embeddings and queries to measure recall, or neither")
+    if embeddings is not None:
+        embeddings, queries = np.asarray(embeddings), np.asarray(queries)
+        if embeddings.ndim != 2 or queries.ndim != 2 or embeddings.shape[1] != queries.shape[1]:
+            raise ValueError(
+                f"embeddings and queries must be (N, d) and (nq, d), got {embeddings.shape} "
+                f"and {queries.shape}"
+            )
+        if d is not None and d != embeddings.shape[1]:
+            raise ValueError(f"d={d} but the embeddings have {embeddings.shape[1]} columns")
+        d = embeddings.shape[1]
+    d = 2048 if d is None else int(d)
+    sizes = list(nesting_dims(d) if dims is None else validate_dims(dims, d))
+    largest = {}
+    for p in precisions:
+        m = min(d, int(budget_bytes * 8 // (n * _BITS[p])))
+        largest[p] = m if m >= 1 else None
+    all_sizes = sorted(set(sizes) | {m for m in largest.values() if m})
+    recalls = {}
+    if embeddings is not None:
+        recalls = _recalls(embeddings, queries, all_sizes, precisions, metric, k, sample, seed)
+    rows = []
+    for p in precisions:
+        for m in all_sizes:
+            bpv = bytes_per_vector(m, p)
+            total = math.ceil(n * bpv)
+            rows.append(
+                {
+                    "dim": m,
+                    "precision": p,
+                    "bytes_per_vector": bpv,
+                    "bytes": total,
+                    "fits": total <= budget_bytes,
+                    "recall": recalls.get((m, p)),
+                }
+            )
+    fitting = [r for r in rows if r["fits"]]
+    if recalls:
+        rule = f"highest measured recall@{k} that fits, then fewest bytes"
+        best = max(fitting, key=lambda r: (r["recall"], -r["bytes"]), default=None)
+    else:
+        rule = (
+            "without measurements: the most dimensions at int8 or better, then the higher "
+            "precision; pass embeddings and queries to choose by measured recall"
+        )
+        cands = [r for r in fitting if r["precision"] != "binary"] or fitting
+        best = max(cands, key=lambda r: (r["dim"], _BITS[r["precision"]]), default=None)
+    return {
+        "n": int(n),
+        "budget_bytes": budget_bytes,
+        "d": d,
+        "metric": metric,
+        "k": k,
+        "rows": rows,
+        "largest_fit": largest,
+        "recommended": best,
+        "rule": rule,
+    }
+
+
+def plan_table(plan: dict[str, Any], only_fitting: bool = False) -> str:
+    """The plan as a Markdown table, with the largest fits and the recommendation below it."""
+    has_recall = any(r["recall"] is not None for r in plan["rows"])
+    head = "| size | precision | bytes/vector | total | fits |" + (
+        f" recall@{plan['k']} |" if has_recall else ""
+    )
+    lines = [head, "|" + "---|" * (6 if has_recall else 5)]
+    rec = plan["recommended"]
+    for r in plan["rows"]:
+        if only_fitting and not r["fits"]:
+            continue
+        mark = " **<- recommended**" if r is rec else ""
+        line = (
+            f"| {r['dim']} | {r['precision']} | {r['bytes_per_vector']:g} | "
+            f"{format_bytes(r['bytes'])} | {'yes' if r['fits'] else 'no'}{mark} |"
+        )
+        if has_recall:
+            line += f" {r['recall']:.4f} |"
+        lines.append(line)
+    lines.append("")
+    lines.append(
+        f"{plan['n']:,} vectors, budget {format_bytes(plan['budget_bytes'])}; largest size "
+        "that fits: "
+        + ", ".join(f"{p} {m if m else 'none'}" for p, m in plan["largest_fit"].items())
+    )
+    if rec is not None:
+        lines.append(
+            f"recommended: size {rec['dim']} at {rec['precision']} "
+            f"({format_bytes(rec['bytes'])}); rule: {plan['rule']}"
+        )
+    else:
+        lines.append("nothing fits this budget")
+    return "\n".join(lines) + "\n"
