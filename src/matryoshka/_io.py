@@ -90,7 +90,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def resolve_dir(path: str | os.PathLike) -> Path:
-    """The folder written by :func:`atomic_dir` at ``path``, or its previous version after a crash."""
+    """The folder :func:`atomic_dir` wrote at ``path``, or its previous version after a crash."""
     path = Path(path)
     if path.exists():
         return path

@@ -80,15 +80,11 @@ def validate_dims(dims: Iterable[int], d: int | None = None, name: str = "dims")
             raise ValueError(f"sizes in {name} must be positive, got {m} in {list(out)}")
     for a, b in zip(out, out[1:]):
         if b <= a:
-            raise ValueError(
-                f"{name} must be strictly ascending, got {b} after {a} in {list(out)}"
-            )
+            raise ValueError(f"{name} must be strictly ascending, got {b} after {a} in {list(out)}")
     if d is not None:
         d = _as_int(d, "d")
         if out[-1] > d:
-            raise ValueError(
-                f"sizes in {name} must be at most d={d}, got {out[-1]} in {list(out)}"
-            )
+            raise ValueError(f"sizes in {name} must be at most d={d}, got {out[-1]} in {list(out)}")
     return out
 
 

@@ -1,0 +1,24 @@
+"""Evaluation at every size from one encoded matrix: classification, 1-NN, result tables."""
+
+from matryoshka.eval.classification import (
+    PCABaseline,
+    encode,
+    evaluate_embeddings,
+    head_top1,
+    knn1_top1,
+    linear_probe_top1,
+)
+from matryoshka.eval.report import load_results, merge_results, results_table, save_results
+
+__all__ = [
+    "PCABaseline",
+    "encode",
+    "evaluate_embeddings",
+    "head_top1",
+    "knn1_top1",
+    "linear_probe_top1",
+    "load_results",
+    "merge_results",
+    "results_table",
+    "save_results",
+]

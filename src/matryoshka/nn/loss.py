@@ -1,0 +1,141 @@
+"""``MatryoshkaLoss``: one loss, applied at every nested size, averaged with weights.
+
+Paper: Kusupati et al., "Matryoshka Representation Learning", https://arxiv.org/abs/2205.13147
+
+Two ways in, both from one forward pass:
+
+* per-size outputs (a head's logits of shape (B, K, C), or a list of K tensors): the criterion is
+  applied to each size's slice ``outputs[:, k]``;
+* embeddings (``slice_embeddings=True``): one or more (B, d) tensors, cut to their first ``m``
+  columns (and renormalised when ``normalize=True``) before the criterion sees them, e.g. anchors
+  and positives of an in-batch contrastive loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matryoshka.dims import validate_dims, validate_weights
+
+__all__ = ["MatryoshkaLoss", "in_batch_contrastive_loss"]
+
+
+class MatryoshkaLoss(nn.Module):
+    """Weighted mean over sizes of ``criterion`` on each size's output.
+
+    ``total = (1 / K) * sum_k weights[k] * criterion(output at dims[k], *args)``; with the default
+    weights (all 1) this is the plain mean over sizes.
+
+    Parameters
+    ----------
+    criterion : callable
+        Any loss returning a scalar tensor, e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``.
+    dims : sequence of int
+        The nested sizes, ascending.
+    weights : sequence of float, optional
+        One non-negative weight per size (default all 1).
+    slice_embeddings : bool, default False
+        False: ``outputs`` already hold one entry per size. True: ``outputs`` are (B, d)
+        embeddings (a tensor or a tuple of tensors) and are sliced to each size here.
+    normalize : bool, default False
+        With ``slice_embeddings``, L2-renormalise each prefix (what cosine losses need).
+
+    Returns (from ``forward``)
+    -------
+    total : Tensor, scalar
+    per_size : dict[int, Tensor]
+        Each size's criterion value, detached, for logging.
+    """
+
+    def __init__(
+        self,
+        criterion: Callable[..., Tensor],
+        dims: Sequence[int],
+        weights: Sequence[float] | None = None,
+        slice_embeddings: bool = False,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.dims = validate_dims(dims)
+        self.weights = validate_weights(weights, self.dims)
+        self.slice_embeddings = slice_embeddings
+        self.normalize = normalize
+
+    def _per_size_inputs(self, outputs: Any) -> list[tuple[Tensor, ...]]:
+        K = len(self.dims)
+        if self.slice_embeddings:
+            embs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+            for e in embs:
+                if e.ndim != 2 or e.shape[1] < self.dims[-1]:
+                    raise ValueError(
+                        f"embeddings must have shape (B, d) with d >= {self.dims[-1]} "
+                        f"(the largest size), got shape {tuple(e.shape)}"
+                    )
+            per_size = []
+            for m in self.dims:
+                cut = tuple(e[:, :m] for e in embs)  # each (B, m)
+                if self.normalize:
+                    cut = tuple(F.normalize(c, dim=-1) for c in cut)
+                per_size.append(cut)
+            return per_size
+        if isinstance(outputs, Tensor):
+            if outputs.ndim < 2 or outputs.shape[1] != K:
+                raise ValueError(
+                    f"outputs must have shape (B, K={K}, ...) with one entry per size "
+                    f"{list(self.dims)}, got shape {tuple(outputs.shape)}"
+                )
+            return [(outputs[:, k],) for k in range(K)]
+        outputs = list(outputs)
+        if len(outputs) != K:
+            raise ValueError(
+                f"outputs must hold one entry per size {list(self.dims)}, got {len(outputs)}"
+            )
+        return [(o,) for o in outputs]
+
+    def forward(self, outputs: Any, *args: Any) -> tuple[Tensor, dict[int, Tensor]]:
+        per_size_inputs = self._per_size_inputs(outputs)
+        values = [self.criterion(*inp, *args) for inp in per_size_inputs]
+        total = sum(w * v for w, v in zip(self.weights, values)) / len(values)
+        return total, {m: v.detach() for m, v in zip(self.dims, values)}
+
+    def extra_repr(self) -> str:
+        return f"dims={list(self.dims)}, weights={list(self.weights)}"
+
+
+def in_batch_contrastive_loss(
+    anchors: Tensor, positives: Tensor, temperature: float = 0.05, symmetric: bool = False
+) -> Tensor:
+    """In-batch contrastive (InfoNCE / multiple-negatives ranking) loss.
+
+    Row ``i`` of ``positives`` is the positive for anchor ``i``; every other row is a negative.
+    Inputs should be L2-normalised when cosine similarity is meant.
+
+    Parameters
+    ----------
+    anchors : Tensor of shape (B, m)
+    positives : Tensor of shape (P, m), P >= B (extra rows are hard negatives)
+    temperature : float
+        Similarities are divided by it (0.05 is a scale of 20).
+    symmetric : bool
+        Also score positives against anchors and average both directions.
+    """
+    if anchors.ndim != 2 or positives.ndim != 2 or anchors.shape[1] != positives.shape[1]:
+        raise ValueError(
+            f"anchors (B, m) and positives (P, m) must share m, got {tuple(anchors.shape)} "
+            f"and {tuple(positives.shape)}"
+        )
+    B = anchors.shape[0]
+    if positives.shape[0] < B:
+        raise ValueError(f"need at least B={B} positives, got {positives.shape[0]}")
+    scores = (anchors @ positives.T).float() / temperature  # (B, P)
+    target = torch.arange(B, device=anchors.device)
+    loss = F.cross_entropy(scores, target)
+    if symmetric:
+        loss = 0.5 * (loss + F.cross_entropy(scores[:, :B].T, target))
+    return loss

@@ -1,0 +1,32 @@
+"""Training: configs, the nested-loss loop with checkpoints and resume, baselines."""
+
+from matryoshka.train.checkpoint import build_model, load_model, read_metrics, save_checkpoint
+from matryoshka.train.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from matryoshka.train.loop import is_complete, resolve_device, train
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "build_model",
+    "config_from_dict",
+    "config_to_dict",
+    "is_complete",
+    "load_config",
+    "load_model",
+    "read_metrics",
+    "resolve_device",
+    "save_checkpoint",
+    "train",
+]

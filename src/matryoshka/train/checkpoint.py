@@ -1,0 +1,130 @@
+"""Model folders: ``model.safetensors``, ``config.json``, ``train_state.pt``, ``metrics.json``.
+
+A folder is written whole into a temporary sibling and swapped into place, so a crash leaves the
+previous checkpoint or the new one. Loading never unpickles: weights come from safetensors and the
+training state is read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from matryoshka._io import atomic_dir, resolve_dir
+from matryoshka.dims import nesting_dims
+from matryoshka.models import build_backbone
+from matryoshka.nn import FixedFeatureHead, MatryoshkaHead, MatryoshkaModel
+from matryoshka.train.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+
+__all__ = ["build_model", "save_checkpoint", "load_model", "load_train_state", "read_metrics"]
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+STATE = "train_state.pt"
+METRICS = "metrics.json"
+HEADS = ("mrl", "mrl-e", "ff")
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> MatryoshkaModel:
+    """A fresh model from a model config: backbone of size ``cfg.d`` and the chosen head."""
+    if cfg.head not in HEADS:
+        raise ValueError(f"model.head must be one of {HEADS}, got {cfg.head!r}")
+    backbone = build_backbone(cfg.backbone, cfg.d, **cfg.backbone_kwargs)
+    if cfg.head == "ff":
+        head: nn.Module = FixedFeatureHead(cfg.d, num_classes)
+    else:
+        dims = cfg.dims if cfg.dims is not None else nesting_dims(cfg.d, cfg.dims_start)
+        head = MatryoshkaHead(cfg.d, num_classes, dims, efficient=cfg.head == "mrl-e")
+    return MatryoshkaModel(backbone, head)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    cfg: TrainConfig,
+    classes: list[str],
+    state: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model folder atomically; returns its path.
+
+    ``config.json`` holds the resolved training config plus ``d``, ``dims`` and ``classes``.
+    """
+    model = _unwrap(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info = {
+        "format": "matryoshka-model",
+        "format_version": 1,
+        "d": model.head.d,
+        "dims": list(model.head.dims),
+        "classes": list(classes),
+        "config": config_to_dict(cfg),
+    }
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        if state is not None:
+            torch.save(state, tmp / STATE)
+        if metrics is not None:
+            (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    return Path(path)
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    cfg_path = path / CONFIG
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a model folder: {CONFIG} is missing (train one with `matryoshka train`)"
+        )
+    try:
+        info = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); the model folder is corrupt") from e
+    if info.get("format") != "matryoshka-model":
+        raise ValueError(f"{cfg_path} is not a matryoshka model config")
+    return info
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[MatryoshkaModel, TrainConfig, list[str]]:
+    """Rebuild a model from its folder. Returns ``(model in eval mode, config, classes)``."""
+    path = resolve_dir(path)
+    info = _read_info(path)
+    cfg = config_from_dict(info["config"])
+    model = build_model(cfg.model, len(info["classes"]))
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing; the model folder is incomplete")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"{weights} could not be read ({e}); the file is corrupt") from e
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{weights} does not match the architecture in {CONFIG}: {e}") from e
+    return model.to(device).eval(), cfg, list(info["classes"])
+
+
+def load_train_state(path: str | Path) -> dict[str, Any] | None:
+    """The resume state of a model folder, or None if it has none."""
+    state_path = resolve_dir(path) / STATE
+    if not state_path.is_file():
+        return None
+    return torch.load(state_path, map_location="cpu", weights_only=True)
+
+
+def read_metrics(path: str | Path) -> dict[str, Any] | None:
+    """``metrics.json`` of a model folder (epochs done, per-epoch history), or None."""
+    p = resolve_dir(path) / METRICS
+    return json.loads(p.read_text()) if p.is_file() else None

@@ -1,0 +1,193 @@
+"""Training configuration: dataclasses, loaded from YAML with ``section.key=value`` overrides.
+
+An unknown key is an error that lists the valid ones, so a typo never silently does nothing.
+The resolved configuration is saved beside every checkpoint as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+]
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | cifar10 | image_folder
+    root: str | None = None  # local folder or tar (image data); None = the loader's default
+    test_fraction: float = 0.2  # digits only: the held-out share
+    train_subset: int | None = None  # use this many training examples (a seeded, stratified pick)
+    augment: bool = True  # random crop + flip for images; ignored for digits
+    cache_dir: str | None = None  # decoded-image cache for image folders and tars
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mlp"  # mlp | small_cnn | resnet18 | resnet34 | resnet50 | resnet101
+    d: int = 64  # full embedding size
+    dims: list[int] | None = None  # nested sizes; None = nesting_dims(d, dims_start)
+    dims_start: int = 8  # smallest size of the default doubling schedule
+    head: str = "mrl"  # mrl (one classifier per size) | mrl-e (one shared) | ff (fixed feature)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to build_backbone
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1  # peak learning rate, reached after the warm-up
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
+    warmup_epochs: float = 0.0  # linear warm-up from 0, then cosine decay
+    min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 10
+    batch_size: int = 128  # global batch, split across DDP processes
+    label_smoothing: float = 0.0
+    loss_weights: list[float] | None = None  # one per size; None = all 1
+    init_from: str | None = None  # a model folder to start from (fine-tuning)
+    trainable: str = "all"  # all | head | last<k> (the last k backbone blocks and the head)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:<i>
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    eval_every: int = 1  # test-split top-1 every n epochs (0 = only at the end)
+    out_dir: str = "runs/train"  # the model folder: weights, config, training state, metrics
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Check (and lightly coerce) a YAML value against a field's type annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'the config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ValueError(f"unknown config key {full!r}; valid keys here: {', '.join(names)}")
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _check_value(value, tp, full)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from nested dicts; unknown keys raise ``ValueError``."""
+    return _build(TrainConfig, data or {}, "")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The configuration as plain nested dicts (JSON- and YAML-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings; values parse as YAML (``0.1``, ``[8, 16]``, ``null``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (optional), apply overrides, check every key and type."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of config sections, got {loaded!r}")
+        data = loaded or {}
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        where = f" in {path}" if path is not None else ""
+        raise ValueError(f"{e}{where}") from None
