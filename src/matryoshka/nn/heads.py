@@ -112,7 +112,7 @@ class MatryoshkaHead(nn.Module):
         return logits
 
     def can_classify(self, m: int) -> bool:
-        """Whether :meth:`logits_at` works at size ``m``: any size for MRL-E, trained ones for MRL."""
+        """Whether :meth:`logits_at` works at size ``m`` (MRL-E: any; MRL: trained sizes)."""
         return 1 <= m <= self.d and (self.efficient or m in self.dims)
 
     def logits_at(self, z: Tensor, m: int) -> Tensor:

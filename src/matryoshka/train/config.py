@@ -165,7 +165,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings; values parse as YAML (``0.1``, ``[8, 16]``, ``null``)."""
+    """Apply ``section.key=value`` strings; values parse as YAML (``0.1``, ``[8, 16]``)."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
