@@ -39,20 +39,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from matryoshka._io import write_text
-    from matryoshka.data import load_dataset
     from matryoshka.dims import interpolated_dims
     from matryoshka.eval import encode, evaluate_embeddings, results_table, save_results
-    from matryoshka.train import load_model, resolve_device
+    from matryoshka.train import load_data, load_model, resolve_device
 
     device = resolve_device(args.device)
     model, cfg, _ = load_model(args.model, device)
     dims = list(model.head.dims)
     sizes = sorted(set(dims) | set(interpolated_dims(dims)) | set(args.sizes or []))
-    extra = {} if cfg.data.name == "digits" else {"root": cfg.data.root, "augment": False,
-                                                   "cache_dir": cfg.data.cache_dir}  # fmt: skip
-    train_ds, test_ds, _ = load_dataset(
-        cfg.data.name, seed=cfg.seed, test_fraction=cfg.data.test_fraction, **extra
-    )
+    train_ds, test_ds, _ = load_data(cfg, augment=False)
     Xtr, ytr = encode(model, train_ds, device=device, progress=not args.quiet, desc="encode train")
     Xte, yte = encode(model, test_ds, device=device, progress=not args.quiet, desc="encode test")
     method = cfg.model.head

@@ -20,7 +20,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from matryoshka._io import write_text
-from matryoshka.data import load_dataset
 from matryoshka.dims import interpolated_dims, nesting_dims, validate_dims
 from matryoshka.eval import (
     PCABaseline,
@@ -30,7 +29,14 @@ from matryoshka.eval import (
     results_table,
     save_results,
 )
-from matryoshka.train import TrainConfig, is_complete, load_model, resolve_device, train
+from matryoshka.train import (
+    TrainConfig,
+    is_complete,
+    load_data,
+    load_model,
+    resolve_device,
+    train,
+)
 
 __all__ = ["METHODS", "compare_methods", "demo_config", "run_demo"]
 
@@ -127,11 +133,7 @@ def compare_methods(
             train(cfg, progress=False, callback=lambda _rec: bar.update(1))
 
     device = resolve_device(base.device)
-    train_ds, test_ds, _ = load_dataset(
-        base.data.name, seed=base.seed, test_fraction=base.data.test_fraction,
-        **({} if base.data.name == "digits" else
-           {"root": base.data.root, "augment": False, "cache_dir": base.data.cache_dir}),
-    )  # fmt: skip
+    train_ds, test_ds, _ = load_data(base, augment=False)
     encoded: dict[str, tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for name, cfg in tqdm(jobs.items(), desc="encode", disable=not progress):
         model, _, _ = load_model(cfg.out_dir, device)

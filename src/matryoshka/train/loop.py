@@ -33,7 +33,7 @@ from matryoshka.train.checkpoint import (
 )
 from matryoshka.train.config import TrainConfig, config_from_dict, config_to_dict
 
-__all__ = ["train", "resolve_device", "is_complete"]
+__all__ = ["train", "resolve_device", "is_complete", "load_data"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -71,7 +71,9 @@ def _stratified_subset(ds: Dataset, n: int, seed: int) -> Dataset:
     """A seeded pick of ``n`` examples keeping the class balance (labels read from the data set)."""
     if n >= len(ds):
         return ds
-    labels = getattr(ds, "targets", None)
+    labels = getattr(ds, "labels", None)
+    if labels is None:
+        labels = getattr(ds, "targets", None)
     if labels is None:
         labels = [int(ds[i][1]) for i in range(len(ds))]
     labels = np.asarray(labels)
@@ -179,12 +181,7 @@ def train(
     show = progress and rank == 0
     try:
         torch.manual_seed(cfg.seed)
-        train_ds, test_ds, classes = load_dataset(
-            cfg.data.name,
-            seed=cfg.seed,
-            test_fraction=cfg.data.test_fraction,
-            **_data_kwargs(cfg),
-        )
+        train_ds, test_ds, classes = load_data(cfg)
         if cfg.data.train_subset:
             train_ds = _stratified_subset(train_ds, cfg.data.train_subset, cfg.seed)
         if cfg.model.backbone == "mlp" and "in_features" not in cfg.model.backbone_kwargs:
@@ -266,11 +263,20 @@ def train(
             dist.destroy_process_group()
 
 
+def load_data(cfg: TrainConfig, augment: bool | None = None) -> tuple[Dataset, Dataset, list[str]]:
+    """The train and test splits a config names; ``augment=False`` for encoding the train split."""
+    kwargs = _data_kwargs(cfg)
+    if augment is not None and kwargs:
+        kwargs["augment"] = augment
+    return load_dataset(
+        cfg.data.name, seed=cfg.seed, test_fraction=cfg.data.test_fraction, **kwargs
+    )
+
+
 def _data_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    kw: dict[str, Any] = {}
-    if cfg.data.name != "digits":
-        kw.update(root=cfg.data.root, augment=cfg.data.augment, cache_dir=cfg.data.cache_dir)
-    return kw
+    if cfg.data.name == "digits":
+        return {}
+    return {"root": cfg.data.root, "augment": cfg.data.augment, "cache_dir": cfg.data.cache_dir}
 
 
 def _init_from(model: nn.Module, path: str) -> None:

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from matryoshka.cli import build_parser, main
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) >= {"demo", "train", "eval"}
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage: matryoshka " + name in capsys.readouterr().out
+
+
+def test_demo_writes_report_results_and_plot(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert (out / "report.md").is_file()
+    assert (out / "accuracy_vs_dim.png").stat().st_size > 10_000
+    data = json.loads((out / "results.json").read_text())
+    methods = [r["method"] for r in data["results"]]
+    assert methods == ["mrl", "mrl-e", "ff", "pca", "truncation"]
+    assert data["trained"] == [2, 4, 8, 16, 32, 64]
+    assert data["sizes"] == [2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
+    by = {r["method"]: r["dims"] for r in data["results"]}
+    assert "top1" not in by["mrl"]["12"] and "knn1" in by["mrl"]["12"]  # MRL: no head at 12
+    assert set(by["mrl-e"]["12"]) == {"top1", "knn1"}
+    assert set(by["ff"]) == {"2", "4", "8", "16", "32", "64"}
+    table = capsys.readouterr().out
+    assert "| 12* |" in table and "mrl-e top-1" in table
+    # a second run reuses every finished model instead of training again
+    assert main(["demo", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["results"] == data["results"]
+
+
+def test_train_and_eval_commands(tmp_path, capsys):
+    model = tmp_path / "m"
+    args = ["train", "--quiet", "--out", str(model), "epochs=1", "model.d=16",
+            "model.head=mrl-e", "model.dims_start=4", "data.train_subset=300"]  # fmt: skip
+    assert main(args) == 0
+    assert "test top-1 per size" in capsys.readouterr().out
+    assert main(["eval", str(model), "--quiet", "--sizes", "5"]) == 0
+    res = json.loads((model / "eval" / "results.json").read_text())
+    assert set(res["results"][0]["dims"]) == {"4", "5", "6", "8", "12", "16"}
+
+
+def test_bad_input_gives_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x"), "model.colour=red"]) == 2
+    assert "unknown config key 'model.colour'" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "model.dims=[16, 8]"]) == 2
+    assert "strictly ascending, got 8 after 16" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
