@@ -1,0 +1,113 @@
+"""Approximate first stages (faiss HNSW, IVF, IVF-PQ, AdANNS-IVF) checked against exact search."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from matryoshka.index import MatryoshkaIndex
+
+faiss = pytest.importorskip("faiss")
+
+
+def clustered(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((32, d))
+    x = centers[rng.integers(0, 32, n)] + 0.5 * rng.standard_normal((n, d))
+    return (x * (1.0 + np.arange(d)) ** -0.5).astype(np.float32)
+
+
+def recall(I: np.ndarray, gt: np.ndarray) -> float:  # noqa: E741
+    return sum(len(np.intersect1d(a, b)) for a, b in zip(I, gt, strict=True)) / gt.size
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered(4000, 64, 0), clustered(50, 64, 1)
+
+
+CASES = [
+    ("hnsw", {"M": 16, "ef_search": 64}, 0.95),
+    ("ivf", {"nlist": 32, "nprobe": 12}, 0.95),
+    ("ivfpq", {"nlist": 32, "nprobe": 8, "pq_m": 8}, 0.9),
+    ("adanns", {"cluster_dim": 8, "nlist": 32, "nprobe": 8}, 0.9),  # cluster small, scan large
+    ("adanns", {"cluster_dim": 64, "nlist": 32, "nprobe": 8}, 0.9),  # cluster large, scan small
+]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("kind, params, floor", CASES)
+def test_approximate_first_stage_against_exact(data, kind, params, floor, metric):
+    xb, xq = data
+    index = MatryoshkaIndex(64, metric).add(xb, ids=np.arange(len(xb)) + 1000)
+    index.build_ann(kind, 16, **params)
+    _, gt = index.search(xq, 10)
+    D, I = index.search(xq, funnel=[(16, 200), (64, 10)], ann=True)
+    assert recall(I, gt) >= floor
+    assert I.min() >= 1000
+    De, _ = index.search(xq, 10)
+    hit = I == gt
+    np.testing.assert_allclose(D[hit], De[hit], rtol=1e-5, atol=1e-5)  # reranked exactly
+
+
+def test_approximate_first_stage_alone_and_padding():
+    xb = clustered(30, 16, 2)
+    index = MatryoshkaIndex(16, "l2").add(xb)
+    index.build_ann("hnsw", 16)
+    D, I = index.search(xb[:3], 5, dim=16, ann=True)
+    assert (I[:, 0] == [0, 1, 2]).all() and np.allclose(D[:, 0], 0, atol=1e-4)
+    D, I = index.search(xb[:2], funnel=[(16, 50), (16, 40)], ann=True)  # k > N
+    assert (I[:, 30:] == -1).all() and np.isinf(D[:, 30:]).all()
+
+
+def test_ann_follows_add_and_is_dropped_by_remove(data):
+    xb, xq = data
+    index = MatryoshkaIndex(64).add(xb[:3000])
+    index.build_ann("ivf", 32, nlist=16, nprobe=16)  # every list probed: exact at size 32
+    index.add(xb[3000:])
+    _, I = index.search(xb[3500:3510], funnel=[(32, 5), (64, 1)], ann=True)
+    assert (I[:, 0] == np.arange(3500, 3510)).all()
+    index.remove([0])
+    with pytest.raises(ValueError, match="call build_ann first"):
+        index.search(xq, funnel=[(32, 5), (64, 1)], ann=True)
+
+
+def test_ann_errors(data):
+    xb, _ = data
+    index = MatryoshkaIndex(64).add(xb[:100])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        index.build_ann("lsh", 16)
+    with pytest.raises(ValueError, match="needs cluster_dim"):
+        index.build_ann("adanns", 16)
+    with pytest.raises(ValueError, match="nlist=500 is more than the 100 stored vectors"):
+        index.build_ann("ivf", 16, nlist=500)
+    with pytest.raises(ValueError, match="pq_m must divide"):
+        index.build_ann("ivfpq", 16, nlist=4, pq_m=5)
+    with pytest.raises(ValueError, match="dim must be between 1 and d=64"):
+        index.build_ann("hnsw", 65)
+    with pytest.raises(TypeError):
+        index.build_ann("hnsw", 16, nprobe=3)
+    index.build_ann("hnsw", 16)
+    with pytest.raises(ValueError, match="searches at size 16, but the funnel's first stage is"):
+        index.search(xb[:2], funnel=[(32, 10), (64, 2)], ann=True)
+    with pytest.raises(ValueError, match="add vectors before build_ann"):
+        MatryoshkaIndex(8).build_ann("hnsw", 8)
+
+
+def test_missing_faiss_names_the_extra(monkeypatch, data):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
+    index = MatryoshkaIndex(64).add(data[0][:100])
+    with pytest.raises(ImportError, match=r"pip install 'matryoshka\[index\]'"):
+        index.build_ann("hnsw", 16)
+
+
+def test_import_matryoshka_does_not_load_faiss():
+    code = (
+        "import sys, matryoshka, matryoshka.index, matryoshka.index.planner;"
+        "from matryoshka.index import MatryoshkaIndex, exact_search;"
+        "assert 'faiss' not in sys.modules, 'faiss was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
