@@ -63,6 +63,11 @@ def plot_accuracy_vs_dim(
             ax.scatter(*zip(*hollow), marker=marker, facecolors="none",
                        edgecolors=line.get_color(), zorder=3)  # fmt: skip
     ax.set_xscale("log", base=2)
+    ticks = (
+        sorted(trained_set) if trained_set else sorted({int(m) for r in results for m in r["dims"]})
+    )
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("embedding size m (hollow: not trained)")
     ax.set_ylabel({"top1": "top-1 accuracy (%)", "knn1": "1-NN accuracy (%)"}.get(metric, metric))
     if title:
