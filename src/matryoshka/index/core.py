@@ -292,55 +292,93 @@ class MatryoshkaIndex:
     def _sources(self, m: int, block_size: int):
         """Block readers for :func:`stream_topk` over the stored prefix of size ``m``."""
         norm = self._norm(m) if self.metric != "ip" else None
-        buf = np.empty((block_size, m), dtype=np.float32)
+        store = self._store
+        if m <= store.width(0) and self.precision == "float32" and self.metric == "ip":
+            panel = torch.from_numpy(store.panels[0])  # (N, 32): the first panel, read in place
+
+            def rows(start: int, stop: int):
+                return panel[start:stop, :m], None, None
+
+            def take(pos: np.ndarray):
+                return panel.index_select(0, torch.from_numpy(pos))[:, :m], None, None
+
+            return rows, take
+
+        # l2 appends the column -|b|^2 to each row (queries get a column of ones), so the one
+        # product gives 2 q.b - |b|^2 without another pass over the scores
+        width = m + 1 if self.metric == "l2" else m
+        buf = np.empty((block_size, width), dtype=np.float32)
 
         def prep(b: np.ndarray, nrm: np.ndarray | None):
             if self.metric == "cosine":
                 b *= nrm[:, None]
-                return torch.from_numpy(b), None
-            if self.metric == "l2":
-                return torch.from_numpy(b), torch.from_numpy(-nrm)
-            return torch.from_numpy(b), None
+            elif self.metric == "l2":
+                b[:, m] = -nrm
+            return torch.from_numpy(b), None, None
 
         def rows(start: int, stop: int):
-            b = self._store.rows(start, stop, m, out=buf[: stop - start])
+            b = buf[: stop - start]
+            store.rows(start, stop, m, out=b[:, :m])
             return prep(b, None if norm is None else norm[start:stop])
 
         def take(pos: np.ndarray):
-            return prep(self._store.take(pos, m), None if norm is None else norm[pos])
+            b = np.empty((len(pos), width), dtype=np.float32)
+            store.take(pos, m, out=b[:, :m])
+            return prep(b, None if norm is None else norm[pos])
 
         return rows, take
 
     def _exact_stage(self, xq: np.ndarray, m: int, k: int, block_size: int):
         """Positions (nq, k') and scores of the best ``k`` at size ``m`` over every stored row."""
         q, _ = prepare_queries(xq, m, self.metric)
+        if self.metric == "l2":
+            q = torch.cat([q, torch.ones(len(q), 1)], dim=1)  # (nq, m + 1), see _sources
         kk = min(k, len(self))
         rows, take = self._sources(m, block_size)
         return stream_topk(rows, take, len(self), q, kk, block_size)
 
     def _rerank(self, xq: np.ndarray, pos: torch.Tensor, m: int, k: int, store: Storage):
-        """Rescore candidate positions (nq, kp) (``-1`` for none) at size ``m``; keep the best k."""
+        """Rescore candidate positions (nq, kp) (``-1`` for none) at size ``m``; keep the best k.
+
+        Scores panel by panel: each panel's candidate rows are gathered into a reused buffer and
+        multiplied with the matching slice of the queries (zero-padded to the panel's width), so
+        no concatenated copy of the prefix is made.
+        """
         q, _ = prepare_queries(xq, m, self.metric)  # (nq, m)
         nq, kp = pos.shape
         norm = self._norm(m, store) if self.metric != "ip" else None
         kk = min(k, kp)
         S = torch.empty(nq, kk)
         P = torch.empty(nq, kk, dtype=torch.int64)
-        chunk = max(1, (1 << 22) // max(1, kp * m))  # about 16 MB of gathered vectors at a time
-        for i in range(0, nq, chunk):
-            p = pos[i : i + chunk].numpy()  # (qc, kp)
+        panels = [i for i, (lo, _) in enumerate(store.bounds) if lo < m]
+        widest = max(store.width(i) for i in panels)
+        qc = max(1, (1 << 22) // max(1, kp * widest))  # about 16 MB of gathered rows at a time
+        buf = torch.empty(min(nq, qc) * kp * widest)
+        qpad = []  # per panel: the queries' columns lo:hi, zero past m, (nq, width, 1)
+        for i in panels:
+            lo, hi = store.bounds[i]
+            qp = torch.zeros(nq, hi - lo, 1)
+            qp[:, : min(hi, m) - lo, 0] = q[:, lo : min(hi, m)]
+            qpad.append(qp)
+        for s0 in range(0, nq, qc):
+            p = pos[s0 : s0 + qc]  # (qc, kp)
+            c = p.shape[0]
             valid = p >= 0
-            pp = np.where(valid, p, 0)
-            b = torch.from_numpy(store.take(pp.reshape(-1), m)).view(len(p), kp, m)
-            s = torch.bmm(b, q[i : i + chunk, :, None])[:, :, 0]  # (qc, kp)
+            pp = torch.where(valid, p, 0).reshape(-1)  # (qc * kp,)
+            s = torch.zeros(c, kp, 1)
+            for i, qp in zip(panels, qpad, strict=True):
+                w = store.width(i)
+                rows = store.gather(i, pp, buf[: c * kp * w].view(c * kp, w))
+                s.baddbmm_(rows.view(c, kp, w), qp[s0 : s0 + c])  # (qc, kp, 1)
+            s = s[:, :, 0]
             if self.metric == "cosine":
-                s *= torch.from_numpy(norm[pp])
+                s *= torch.from_numpy(norm)[pp].view(c, kp)
             elif self.metric == "l2":
-                s -= torch.from_numpy(norm[pp])
-            s[torch.from_numpy(~valid)] = float("-inf")
+                s -= torch.from_numpy(norm)[pp].view(c, kp)
+            s[~valid] = float("-inf")
             top, sel = s.topk(kk, dim=1)
-            S[i : i + chunk] = top
-            P[i : i + chunk] = torch.from_numpy(p).gather(1, sel)
+            S[s0 : s0 + c] = top
+            P[s0 : s0 + c] = p.gather(1, sel)
         return S, P
 
     # ------------------------------------------------------------------ searching
@@ -567,7 +605,8 @@ class MatryoshkaIndex:
             if verify and _sha256(f) != info["sha256"]:
                 raise ValueError(f"index {want} is corrupt: {name} fails its sha256 checksum")
             try:
-                arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+                # copy-on-write maps: writable views for torch, and nothing is ever written back
+                arr = np.load(f, mmap_mode="c" if mmap else None, allow_pickle=False)
             except ValueError as e:
                 raise ValueError(f"index {want} is corrupt: {name} cannot be read ({e})") from None
             if list(arr.shape) != info["shape"] or str(arr.dtype) != info["dtype"]:

@@ -26,10 +26,12 @@ __all__ = ["exact_search", "stream_topk", "METRICS"]
 METRICS = ("cosine", "ip", "l2")
 
 # A source of prepared database blocks: ``rows(start, stop)`` returns the block's vectors as a
-# contiguous float32 tensor of shape (nb, m) (rows already unit-norm for cosine) and a column
-# bias of shape (nb,) or None (``-|b|^2`` for l2, so that ``2 q.b - |b|^2`` ranks like l2).
-BlockFn = Callable[[int, int], tuple[torch.Tensor, "torch.Tensor | None"]]
-TakeFn = Callable[[np.ndarray], tuple[torch.Tensor, "torch.Tensor | None"]]
+# float32 tensor B of shape (nb, m), and a column scale and a column bias, each of shape (nb,) or
+# None: the block's scores are ``(q @ B.T) * scale + bias`` (scale ``1/|b|`` for cosine when B is
+# not normalised; bias ``-|b|^2`` for l2, so that ``2 q.b - |b|^2`` ranks like l2).
+Block = tuple[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"]
+BlockFn = Callable[[int, int], Block]
+TakeFn = Callable[[np.ndarray], Block]
 
 
 def check_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -69,10 +71,10 @@ def stream_topk(
 
     Parameters
     ----------
-    rows : callable ``(start, stop) -> (B, bias)``
+    rows : callable ``(start, stop) -> (B, scale, bias)``
         The database rows ``start:stop`` as a float32 tensor of shape (nb, m) and an optional
-        additive column bias of shape (nb,).
-    take : callable ``(positions) -> (B, bias)``
+        column scale and additive column bias, each of shape (nb,).
+    take : callable ``(positions) -> (B, scale, bias)``
         The same for arbitrary row positions (used for the threshold sample).
     n : int
         Number of database rows.
@@ -96,11 +98,16 @@ def stream_topk(
     sample = _sample_rows(n, k)
     if sample is None or nq == 0:
         return _plain_topk(rows, n, q, k, block_size)
-    # threshold: the r-th best sample score, r chosen so ~2k + 8 n/s database scores beat it
+    # threshold: the r-th best score over the sample
     s = len(sample)
-    r = min(s, math.ceil(2 * k * s / n) + 8)
-    bs, bias = take(sample)
+    # the sample holds about e = k s / n of the true top k; r = e + 3 sqrt(e) + 4 leaves the
+    # threshold below the true k-th score except with probability ~1e-3 (then the row is redone)
+    e = k * s / n
+    r = min(s, math.ceil(e + 3 * math.sqrt(e) + 4))
+    bs, scale, bias = take(sample)
     ss = q @ bs.T  # (nq, s)
+    if scale is not None:
+        ss *= scale
     if bias is not None:
         ss += bias
     tau = ss.topk(r, dim=1).values[:, -1].contiguous()  # (nq,)
@@ -112,10 +119,12 @@ def stream_topk(
     fill = np.zeros(nq, dtype=np.int64)
     vals, rws, cols, pos = [], [], [], []
     for start in range(0, n, block_size):
-        b, bias = rows(start, min(n, start + block_size))
+        b, scale, bias = rows(start, min(n, start + block_size))
         nb = b.shape[0]
         sc = buf[: nq * nb].view(nq, nb)  # contiguous (nq, nb), reused
         torch.mm(q, b.T, out=sc)
+        if scale is not None:
+            sc *= scale
         if bias is not None:
             sc += bias
         sc_np, mk = sc.numpy(), mask[: nq * nb].reshape(nq, nb)
@@ -157,8 +166,10 @@ def _plain_topk(
     best_s = torch.full((nq, 0), float("-inf"))
     best_i = torch.empty((nq, 0), dtype=torch.int64)
     for start in range(0, n, block_size):
-        b, bias = rows(start, min(n, start + block_size))
+        b, scale, bias = rows(start, min(n, start + block_size))
         s = q @ b.T  # (nq, nb)
+        if scale is not None:
+            s *= scale
         if bias is not None:
             s += bias
         top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)  # (nq, <=k)
@@ -225,18 +236,18 @@ def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, 
 def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]:
     """Block readers over a plain (possibly memory-mapped) array's first ``m`` columns."""
 
-    def prep(b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def prep(b: np.ndarray) -> Block:
         t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))  # (nb, m)
         if metric == "cosine":
-            return torch.nn.functional.normalize(t, dim=1), None
-        if metric == "l2":
-            return t, -(t * t).sum(1)
-        return t, None
+            return torch.nn.functional.normalize(t, dim=1), None, None
+        if metric == "l2":  # (nb, m + 1): the bias as an extra column (queries get ones)
+            return torch.cat([t, -(t * t).sum(1, keepdim=True)], dim=1), None, None
+        return t, None, None
 
-    def rows(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def rows(start: int, stop: int) -> Block:
         return prep(xb[start:stop, :m])
 
-    def take(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def take(pos: np.ndarray) -> Block:
         return prep(xb[pos, :m])
 
     return rows, take
@@ -297,5 +308,7 @@ def exact_search(
     if kk == 0:
         return finish(torch.empty(len(q), 0), torch.empty(len(q), 0, dtype=torch.int64), k, metric)
     rows, take = _array_source(xb, m, metric)
+    if metric == "l2":
+        q = torch.cat([q, torch.ones(len(q), 1)], dim=1)  # (nq, m + 1)
     S, I = stream_topk(rows, take, n, q, kk, block_size)  # noqa: E741
     return finish(S, I, int(k), metric, sq)

@@ -21,6 +21,7 @@ included, ranks by a float score.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 __all__ = ["PRECISIONS", "panel_bounds", "bytes_per_vector", "Storage"]
 
@@ -151,7 +152,35 @@ class Storage:
         """Decoded rows ``start:stop``, first ``m`` columns, float32 of shape (stop - start, m)."""
         return self._read(slice(start, stop), stop - start, m, out)
 
-    def take(self, positions: np.ndarray, m: int) -> np.ndarray:
+    def gather(self, i: int, positions: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Decoded rows at ``positions`` (n,) of panel ``i`` into ``out``, float32 (n, width).
+
+        ``torch.index_select`` into a reused buffer: several times faster than numpy fancy
+        indexing, which allocates (and page-faults) a fresh array on every call.
+        """
+        lo, hi = self.bounds[i]
+        panel = torch.from_numpy(self.panels[i])
+        if self.precision == "float32":
+            return torch.index_select(panel, 0, positions, out=out)
+        rows = panel.index_select(0, positions)  # (n, width) of codes
+        if self.precision == "float16":
+            return out.copy_(rows)
+        if self.precision == "int8":
+            return out.copy_(rows).mul_(torch.from_numpy(self.params[0, lo:hi]))
+        bits = np.unpackbits(rows.numpy(), axis=1, count=hi - lo)
+        t, a = self.params[0, lo:hi], self.params[1, lo:hi]
+        return (
+            out.copy_(torch.from_numpy(bits))
+            .mul_(torch.from_numpy(2 * a))
+            .add_(torch.from_numpy(t - a))
+        )
+
+    def width(self, i: int) -> int:
+        """Decoded width of panel ``i``."""
+        lo, hi = self.bounds[i]
+        return hi - lo
+
+    def take(self, positions: np.ndarray, m: int, out: np.ndarray | None = None) -> np.ndarray:
         """Decoded rows at ``positions`` (n,), first ``m`` columns, float32 of shape (n, m)."""
         positions = np.asarray(positions, dtype=np.int64)
-        return self._read(positions, len(positions), m)
+        return self._read(positions, len(positions), m, out)
