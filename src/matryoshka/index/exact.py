@@ -224,7 +224,7 @@ def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, 
     Cosine prefixes are renormalised; l2 queries are doubled so that ``q.b - |b|^2`` with the
     doubled query is ``2 q.b - |b|^2``, which ranks like ``-|q - b|^2``.
     """
-    q = torch.from_numpy(np.ascontiguousarray(xq[:, :m], dtype=np.float32))  # (nq, m)
+    q = torch.from_numpy(np.array(xq[:, :m], dtype=np.float32, order="C"))  # (nq, m), a copy
     sq = (q * q).sum(1)
     if metric == "cosine":
         q = torch.nn.functional.normalize(q, dim=1)
@@ -237,7 +237,7 @@ def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]
     """Block readers over a plain (possibly memory-mapped) array's first ``m`` columns."""
 
     def prep(b: np.ndarray) -> Block:
-        t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))  # (nb, m)
+        t = torch.from_numpy(np.array(b, dtype=np.float32, order="C"))  # (nb, m), a copy
         if metric == "cosine":
             return torch.nn.functional.normalize(t, dim=1), None, None
         if metric == "l2":  # (nb, m + 1): the bias as an extra column (queries get ones)
