@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import torch
@@ -112,12 +114,13 @@ def stream_topk(
         ss += bias
     tau = ss.topk(r, dim=1).values[:, -1].contiguous()  # (nq,)
     del ss
-    # numpy compares and compacts several times faster than torch.gt / torch.nonzero on CPU
+    # numpy compares and compacts several times faster than torch.gt / torch.nonzero on CPU;
+    # numpy runs on one core, so each of `threads` workers takes its own rows of every block
     buf = torch.empty(nq * block_size)
     mask = np.empty(nq * block_size, dtype=bool)
-    tau_np = tau.numpy()[:, None]
-    fill = np.zeros(nq, dtype=np.int64)
-    vals, rws, cols, pos = [], [], [], []
+    threads = max(1, min(torch.get_num_threads(), nq // 64))
+    parts = [_Candidates(lo, hi, tau.numpy()) for lo, hi in _splits(nq, threads)]
+    pool = _pool(threads)
     for start in range(0, n, block_size):
         b, scale, bias = rows(start, min(n, start + block_size))
         nb = b.shape[0]
@@ -128,34 +131,88 @@ def stream_topk(
         if bias is not None:
             sc += bias
         sc_np, mk = sc.numpy(), mask[: nq * nb].reshape(nq, nb)
-        np.greater(sc_np, tau_np, out=mk)
-        flat = np.flatnonzero(mk)  # ascending, so rows come in order
-        if flat.size == 0:
-            continue
-        rr = flat // nb
-        counts = np.bincount(rr, minlength=nq)  # (nq,)
-        first = np.cumsum(counts) - counts
-        vals.append(sc_np.reshape(-1)[flat])
-        rws.append(rr)
-        cols.append(flat - rr * nb + start)
-        pos.append(fill[rr] + np.arange(flat.size) - first[rr])
-        fill += counts
-    S = torch.full((nq, k), float("-inf"))
-    I = torch.full((nq, k), -1, dtype=torch.int64)  # noqa: E741 (faiss's name for the id matrix)
-    if vals:
-        w = max(int(fill.max()), k)
-        DS = np.full((nq, w), -np.inf, dtype=np.float32)  # ragged candidate rows, padded
-        DI = np.full((nq, w), -1, dtype=np.int64)
-        rr, pp = np.concatenate(rws), np.concatenate(pos)
-        DS[rr, pp] = np.concatenate(vals)
-        DI[rr, pp] = np.concatenate(cols)
-        S, sel = torch.from_numpy(DS).topk(k, dim=1)
-        I = torch.from_numpy(DI).gather(1, sel)  # noqa: E741
+        _run(pool, [partial(c.collect, sc_np, mk, start) for c in parts])
+    S = torch.empty(nq, k)
+    I = torch.empty(nq, k, dtype=torch.int64)  # noqa: E741 (faiss's name for the id matrix)
+    _run(pool, [partial(c.best, k, S, I) for c in parts])
+    fill = np.concatenate([c.fill for c in parts])
     short = torch.from_numpy(np.flatnonzero(fill < k))  # threshold too high for these: redo
     if short.numel():
         s2, i2 = _plain_topk(rows, n, q[short], k, block_size)
         S[short], I[short] = s2, i2
     return S, I
+
+
+class _Candidates:
+    """Scores above the threshold for query rows ``lo:hi``, kept as ragged lists per row."""
+
+    def __init__(self, lo: int, hi: int, tau: np.ndarray) -> None:
+        self.lo, self.hi = lo, hi
+        self.tau = tau[lo:hi, None]  # (rows, 1)
+        self.fill = np.zeros(hi - lo, dtype=np.int64)  # candidates so far per row
+        self.vals: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.pos: list[np.ndarray] = []
+
+    def collect(self, sc: np.ndarray, mask: np.ndarray, start: int) -> None:
+        """Keep this part's scores of ``sc`` (nq, nb) above the threshold (columns from start)."""
+        sc, mk = sc[self.lo : self.hi], mask[self.lo : self.hi]  # (rows, nb)
+        nb = sc.shape[1]
+        np.greater(sc, self.tau, out=mk)
+        flat = np.flatnonzero(mk)  # ascending, so rows come in order
+        if flat.size == 0:
+            return
+        rr = flat // nb
+        counts = np.bincount(rr, minlength=len(self.fill))
+        first = np.cumsum(counts) - counts
+        self.vals.append(sc.reshape(-1)[flat])
+        self.rows.append(rr)
+        self.cols.append(flat - rr * nb + start)
+        self.pos.append(self.fill[rr] + np.arange(flat.size) - first[rr])
+        self.fill += counts
+
+    def best(self, k: int, S: torch.Tensor, I: torch.Tensor) -> None:  # noqa: E741
+        """Write this part's best ``k`` scores and positions into rows ``lo:hi`` of S and I."""
+        rows = self.hi - self.lo
+        if not self.vals:
+            S[self.lo : self.hi] = float("-inf")
+            I[self.lo : self.hi] = -1
+            return
+        w = max(int(self.fill.max()), k)
+        DS = np.full((rows, w), -np.inf, dtype=np.float32)  # ragged candidate rows, padded
+        DI = np.full((rows, w), -1, dtype=np.int64)
+        rr, pp = np.concatenate(self.rows), np.concatenate(self.pos)
+        DS[rr, pp] = np.concatenate(self.vals)
+        DI[rr, pp] = np.concatenate(self.cols)
+        top, sel = torch.from_numpy(DS).topk(k, dim=1)
+        S[self.lo : self.hi] = top
+        I[self.lo : self.hi] = torch.from_numpy(DI).gather(1, sel)
+
+
+def _splits(n: int, parts: int) -> list[tuple[int, int]]:
+    edges = np.linspace(0, n, parts + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor | None:
+    if threads <= 1:
+        return None
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="matryoshka-topk")
+    return _POOLS[threads]
+
+
+def _run(pool: ThreadPoolExecutor | None, tasks: list[Callable[[], None]]) -> None:
+    if pool is None:
+        for t in tasks:
+            t()
+        return
+    for f in [pool.submit(t) for t in tasks]:
+        f.result()
 
 
 def _plain_topk(
