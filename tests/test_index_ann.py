@@ -111,3 +111,32 @@ def test_import_matryoshka_does_not_load_faiss():
         "assert 'faiss' not in sys.modules, 'faiss was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "kind, params",
+    [
+        ("hnsw", {"M": 8}),
+        ("ivfpq", {"nlist": 16, "nprobe": 4, "pq_m": 4}),
+        ("adanns", {"cluster_dim": 8, "nlist": 16, "nprobe": 4}),
+    ],
+)
+def test_approximate_stage_is_saved_and_loaded(tmp_path, data, kind, params):
+    xb, xq = data
+    index = MatryoshkaIndex(64, "l2").add(xb[:1000]).build_ann(kind, 16, **params)
+    index.save(tmp_path / "ix")
+    back = MatryoshkaIndex.load(tmp_path / "ix")
+    assert back.ann_.kind == kind and back.ann_.params() == index.ann_.params()
+    funnel = [(16, 50), (64, 5)]
+    D1, I1 = index.search(xq, funnel=funnel, ann=True)
+    D2, I2 = back.search(xq, funnel=funnel, ann=True)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_allclose(D1, D2)
+
+
+def test_saved_stage_without_faiss_loads_the_index_and_warns(tmp_path, data, monkeypatch):
+    MatryoshkaIndex(64).add(data[0][:200]).build_ann("hnsw", 16).save(tmp_path / "ix")
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.warns(UserWarning, match=r"needs faiss: pip install 'matryoshka\[index\]'"):
+        back = MatryoshkaIndex.load(tmp_path / "ix")
+    assert len(back) == 200 and back.ann_ is None

@@ -55,6 +55,13 @@ def test_search_with_an_approximate_first_stage(emb, capsys):
                 "--quiet"]) == 0  # fmt: skip
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     assert [r["ids"] for r in lines] == [[0], [1], [2], [3], [4]]
+    run(["index", "build", str(emb / "emb.npy"), "--out", str(out), "--quiet", "--ann", "hnsw",
+         "--ann-dim", "8", "--ann-param", "M=8"])  # fmt: skip
+    capsys.readouterr()
+    assert run(["search", str(out), "--queries", str(emb / "q.npy"), "--funnel", "8:50,32:1",
+                "--ann", "saved", "--quiet"]) == 0  # fmt: skip
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert [r["ids"] for r in lines] == [[0], [1], [2], [3], [4]]
 
 
 def test_plan_prints_the_table_and_writes_json(emb, capsys):

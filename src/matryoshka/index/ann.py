@@ -89,8 +89,24 @@ def _check_nlist(nlist: int, n: int) -> int:
 class _Stage:
     """Common part: a faiss index over a prefix, rows added in chunks of positions."""
 
+    kind: str
     search_dim: int
     faiss_index: Any
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings (besides ``dim``), as saved in an index's manifest."""
+        raise NotImplementedError
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The built faiss structures as uint8 arrays (faiss's own format, not pickle)."""
+        faiss = import_faiss()
+        return {"index": faiss.serialize_index(self.faiss_index)}
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> _Stage:
+        """Restore what :meth:`to_arrays` wrote; returns self."""
+        faiss = import_faiss()
+        self.faiss_index = faiss.deserialize_index(np.ascontiguousarray(arrays["index"]))
+        return self
 
     def _add_rows(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
         for s in range(start, stop, 65536):
@@ -122,11 +138,16 @@ class HNSWStage(_Stage):
         Beam width while searching (faiss uses at least the shortlist length).
     """
 
+    kind = "hnsw"
+
     def __init__(self, dim: int, M: int = 32, ef_construction: int = 64, ef_search: int = 128):
         self.search_dim = dim
         self.M = M
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+
+    def params(self) -> dict[str, Any]:
+        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
 
     def build(self, index: MatryoshkaIndex) -> HNSWStage:
         faiss = import_faiss()
@@ -169,6 +190,13 @@ class IVFStage(_Stage):
         self.nprobe = nprobe
         self.pq_m = pq_m
         self.nbits = nbits
+        self.kind = "ivf" if pq_m is None else "ivfpq"
+
+    def params(self) -> dict[str, Any]:
+        out = {"nlist": self.nlist, "nprobe": self.nprobe}
+        if self.pq_m is not None:
+            out.update(pq_m=self.pq_m, nbits=self.nbits)
+        return out
 
     def build(self, index: MatryoshkaIndex) -> IVFStage:
         faiss = import_faiss()
@@ -207,11 +235,26 @@ class AdannsIVFStage(_Stage):
     nprobe : int, default 16
     """
 
+    kind = "adanns"
+
     def __init__(self, dim: int, cluster_dim: int, nlist: int = 1024, nprobe: int = 16):
         self.search_dim = dim
         self.cluster_dim = cluster_dim
         self.nlist = nlist
         self.nprobe = nprobe
+
+    def params(self) -> dict[str, Any]:
+        return {"cluster_dim": self.cluster_dim, "nlist": self.nlist, "nprobe": self.nprobe}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        faiss = import_faiss()
+        return {**super().to_arrays(), "centroids": faiss.serialize_index(self.centroids)}
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> AdannsIVFStage:
+        faiss = import_faiss()
+        super().from_arrays(arrays)
+        self.centroids = faiss.deserialize_index(np.ascontiguousarray(arrays["centroids"]))
+        return self
 
     def _assign(self, index: MatryoshkaIndex, start: int, stop: int) -> np.ndarray:
         xc = _prefix(index, self.cluster_dim, start, stop)

@@ -89,6 +89,11 @@ def run_index_build(args: argparse.Namespace) -> int:
             e = min(len(x), s + args.batch)
             index.add(np.asarray(x[s:e, :d], dtype=np.float32), None if ids is None else ids[s:e])
             bar.update(e - s)
+    if args.ann:
+        if not args.ann_dim:
+            raise ValueError("--ann needs --ann-dim, the size the approximate stage searches at")
+        print(f"building {args.ann} at size {args.ann_dim} ...", file=sys.stderr)
+        index.build_ann(args.ann, args.ann_dim, **_parse_params(args.ann_param))
     index.save(args.out)
     print(f"wrote {args.out}: {len(index):,} vectors of size {d}, {args.precision}, {args.metric}")
     return 0
@@ -101,7 +106,12 @@ def run_search(args: argparse.Namespace) -> int:
     xq = _load_npy(args.queries, "queries")
     funnel = parse_funnel(args.funnel) if args.funnel else None
     k = None if funnel else args.k
-    if args.ann:
+    if args.ann == "saved":
+        if index.ann_ is None:
+            raise ValueError(
+                f"{args.index} holds no approximate first stage (build one with --ann)"
+            )
+    elif args.ann:
         dim = args.ann_dim or (funnel[0][0] if funnel else args.dim or index.d)
         index.build_ann(args.ann, dim, **_parse_params(args.ann_param))
     Ds, Is = [], []
@@ -195,6 +205,14 @@ def add_index_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dim", type=int, help="store only the first DIM columns (default: all)")
     b.add_argument("--ids", help=".npy of N non-negative int64 ids (default: 0..N-1)")
     b.add_argument("--batch", type=int, default=100_000, help="vectors per batch (default 100000)")
+    b.add_argument("--ann", choices=ANN_KINDS, help="also build and save an approximate stage")
+    b.add_argument("--ann-dim", type=int, help="size the approximate stage searches at")
+    b.add_argument(
+        "--ann-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="approximate stage setting, repeatable (see `matryoshka search --help`)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=run_index_build)
 
@@ -212,7 +230,12 @@ def add_index_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--dim", type=int, help="search size (default: the full size)")
     p.add_argument("--funnel", help="stages dim:k,dim:k,... (sizes up, shortlists down)")
-    p.add_argument("--ann", choices=ANN_KINDS, help="approximate first stage (needs faiss)")
+    p.add_argument(
+        "--ann",
+        choices=(*ANN_KINDS, "saved"),
+        help="approximate first stage (needs faiss): build one of these kinds now, or use the "
+        "one saved in the index ('saved')",
+    )
     p.add_argument("--ann-dim", type=int, help="size the approximate stage searches at")
     p.add_argument(
         "--ann-param",

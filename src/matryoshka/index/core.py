@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -501,8 +502,9 @@ class MatryoshkaIndex:
         The folder holds ``manifest.json`` (format version, d, metric, precision, count, every
         file's size and sha256) and ``.npy`` arrays: one per column panel, the quantiser's
         parameters and the ids when they are not ``0..N-1``. It is built beside ``path`` and
-        renamed into place, so a crash leaves the previous index or the new one. The approximate
-        first stage is not saved; build it again after :meth:`load`.
+        renamed into place, so a crash leaves the previous index or the new one. An approximate
+        first stage built by :meth:`build_ann` is saved too, in faiss's own binary format
+        (``ann_*.npy`` of bytes, checksummed like the rest).
 
         Returns
         -------
@@ -520,6 +522,10 @@ class MatryoshkaIndex:
                 arrays.update({f"rerank_{i}.npy": p for i, p in enumerate(self._float.panels)})
             if self._ids is not None:
                 arrays["ids.npy"] = self._ids
+            ann = None
+            if self.ann_ is not None:
+                ann = {"kind": self.ann_.kind, "dim": self.ann_.search_dim, **self.ann_.params()}
+                arrays.update({f"ann_{k}.npy": v for k, v in self.ann_.to_arrays().items()})
             files = {}
             for name, arr in arrays.items():
                 np.save(tmp / name, np.ascontiguousarray(arr), allow_pickle=False)
@@ -539,6 +545,7 @@ class MatryoshkaIndex:
                 "count": len(self),
                 "next_id": self._next_id,
                 "panels": [list(b) for b in self._store.bounds],
+                "ann": ann,
                 "files": files,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -645,4 +652,28 @@ class MatryoshkaIndex:
                     f"index {want}: ids.npy has shape {ids.shape}, expected ({count},)"
                 )
             index._ids = ids
+        ann = man.get("ann")
+        if ann:
+            from matryoshka.index.ann import make_ann
+
+            try:
+                params = {k: v for k, v in ann.items() if k not in ("kind", "dim")}
+                stage = make_ann(ann["kind"], int(ann["dim"]), index.d, **params)
+            except ImportError:
+                warnings.warn(
+                    f"{want} holds an approximate first stage ({ann['kind']}) that needs faiss: "
+                    "pip install 'matryoshka[index]'; loading the index without it",
+                    stacklevel=2,
+                )
+                return index
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{mpath} describes an unknown approximate stage: {e}") from None
+            names = [n for n in files if n.startswith("ann_")]
+            arrays = {n[4:-4]: np.asarray(read(n)) for n in names}
+            try:
+                index.ann_ = stage.from_arrays(arrays)
+            except (KeyError, RuntimeError) as e:
+                raise ValueError(
+                    f"index {want}: the approximate stage cannot be read: {e}"
+                ) from None
         return index
