@@ -307,3 +307,24 @@ def test_parse_bytes_rejects_nonsense():
         parse_bytes("lots")
     with pytest.raises(ValueError, match="budget must be positive"):
         parse_bytes(0)
+
+
+class _Untouchable(np.ndarray):
+    """A panel that fails if anything reads it."""
+
+    def __getitem__(self, key):
+        raise AssertionError("a panel beyond the search size was read")
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("precision", ["float32", "int8", "binary"])
+def test_a_search_at_size_m_reads_only_the_panels_it_needs(data, metric, precision):
+    xb, xq = data
+    index = MatryoshkaIndex(64, metric, precision).add(xb)
+    D, I = index.search(xq, funnel=[(16, 100), (32, 5)])
+    index._store.panels[1] = index._store.panels[1].view(_Untouchable)  # columns 32:64
+    D2, I2 = index.search(xq, funnel=[(16, 100), (32, 5)])
+    np.testing.assert_array_equal(I, I2)
+    index._norms.clear()
+    with pytest.raises(AssertionError, match="beyond the search size"):
+        index.search(xq, 5, dim=33)

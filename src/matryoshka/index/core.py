@@ -403,7 +403,7 @@ class MatryoshkaIndex:
         dim : int, optional
             Search at this prefix size (default ``d``). Not with ``funnel``.
         funnel : list of (dim, k), optional
-            Stages ``[(m1, k1), (m2, k2), ...]``: sizes ascending, shortlists not increasing.
+            Stages ``[(m1, k1), (m2, k2), ...]``: sizes not decreasing, shortlists not increasing.
         ann : bool, default False
             Take the first stage from the structure built by :meth:`build_ann`; its search size
             must be the first stage's size.
