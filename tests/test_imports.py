@@ -5,7 +5,8 @@ import sys
 def test_import_loads_no_optional_dependency():
     code = (
         "import sys, matryoshka, matryoshka.nn, matryoshka.train, matryoshka.eval, "
-        "matryoshka.index, matryoshka.data, matryoshka.viz, matryoshka.experiments, matryoshka.cli\n"
+        "matryoshka.index, matryoshka.data, matryoshka.viz, matryoshka.experiments, "
+        "matryoshka.reproduce, matryoshka.cli\n"
         "heavy = [m for m in ('faiss', 'matplotlib', 'torchvision', 'sentence_transformers') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))"

@@ -6,7 +6,10 @@ from matryoshka.models import MLP, SmallCNN, backbone_blocks, build_backbone, re
 
 def test_mlp_and_small_cnn_shapes():
     assert MLP(64, 16, hidden=(32,))(torch.randn(3, 1, 8, 8)).shape == (3, 16)
-    assert SmallCNN(24, width=8)(torch.randn(2, 3, 32, 32)).shape == (2, 24)
+    cnn = SmallCNN(24, width=8)
+    assert cnn(torch.randn(2, 3, 32, 32)).shape == (2, 24)
+    blocks = backbone_blocks(cnn)
+    assert blocks[0] is cnn.stage1 and blocks[2][1] is cnn.proj
 
 
 @pytest.mark.parametrize("d", [None, 48])
@@ -18,8 +21,8 @@ def test_resnet18_cifar_stem(d):
     z = net.eval()(torch.randn(2, 3, 32, 32))
     assert z.shape == (2, 512 if d is None else d)
     blocks = backbone_blocks(net)
-    assert blocks[4] is net.net.layer4
-    assert len(blocks) == (5 if d is None else 6)
+    assert len(blocks) == 5
+    assert blocks[4][0] is net.net.layer4 and blocks[4][1] is net.proj
 
 
 def test_build_backbone_errors():

@@ -38,7 +38,7 @@ from matryoshka.train import (
     train,
 )
 
-__all__ = ["METHODS", "compare_methods", "demo_config", "run_demo"]
+__all__ = ["METHODS", "compare_methods", "demo_config", "method_configs", "run_demo", "train_jobs"]
 
 METHODS = ("mrl", "mrl-e", "ff", "pca", "truncation")
 
@@ -64,7 +64,7 @@ def demo_config(out_dir: str | Path = "runs/demo", epochs: int = 30, seed: int =
     return cfg
 
 
-def _method_configs(base: TrainConfig, dims: Sequence[int], methods: Sequence[str]) -> dict:
+def method_configs(base: TrainConfig, dims: Sequence[int], methods: Sequence[str]) -> dict:
     """Model folders to train: mrl, mrl-e, one FF model per size (full size for the baselines)."""
     root = Path(base.out_dir)
     jobs: dict[str, TrainConfig] = {}
@@ -86,6 +86,16 @@ def _method_configs(base: TrainConfig, dims: Sequence[int], methods: Sequence[st
         cfg.out_dir = str(root / f"ff-{m}")
         jobs[f"ff-{m}"] = cfg
     return jobs
+
+
+def train_jobs(jobs: dict[str, TrainConfig], progress: bool = True) -> None:
+    """Train every job whose model folder is not finished yet (interrupted ones resume)."""
+    todo = {k: c for k, c in jobs.items() if not is_complete(c.out_dir)}
+    total_epochs = sum(c.epochs for c in todo.values())
+    with tqdm(total=total_epochs, desc="train", unit="epoch", disable=not progress) as bar:
+        for name, cfg in todo.items():
+            bar.set_postfix_str(name)
+            train(cfg, progress=False, callback=lambda _rec: bar.update(1))
 
 
 def compare_methods(
@@ -124,13 +134,8 @@ def compare_methods(
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
 
-    jobs = _method_configs(base, dims, methods)
-    todo = {k: c for k, c in jobs.items() if not is_complete(c.out_dir)}
-    total_epochs = sum(c.epochs for c in todo.values())
-    with tqdm(total=total_epochs, desc="train", unit="epoch", disable=not progress) as bar:
-        for name, cfg in todo.items():
-            bar.set_postfix_str(name)
-            train(cfg, progress=False, callback=lambda _rec: bar.update(1))
+    jobs = method_configs(base, dims, methods)
+    train_jobs(jobs, progress)
 
     device = resolve_device(base.device)
     train_ds, test_ds, _ = load_data(base, augment=False)

@@ -1,5 +1,11 @@
 """Evaluation at every size from one encoded matrix: classification, 1-NN, result tables."""
 
+from matryoshka.eval.adaptive import (
+    adaptive_classification,
+    cascade,
+    softmax_confidence,
+    thresholds_for_precision,
+)
 from matryoshka.eval.classification import (
     PCABaseline,
     encode,
@@ -8,9 +14,15 @@ from matryoshka.eval.classification import (
     knn1_top1,
     linear_probe_top1,
 )
+from matryoshka.eval.gradcam import gradcam_per_size
 from matryoshka.eval.report import load_results, merge_results, results_table, save_results
 
 __all__ = [
+    "adaptive_classification",
+    "cascade",
+    "softmax_confidence",
+    "thresholds_for_precision",
+    "gradcam_per_size",
     "PCABaseline",
     "encode",
     "evaluate_embeddings",

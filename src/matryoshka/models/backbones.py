@@ -77,17 +77,15 @@ class SmallCNN(nn.Module):
             ]
 
         w = width
-        self.features = nn.Sequential(
-            *block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
-            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
-            *block(2 * w, 4 * w), *block(4 * w, 4 * w),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
+        self.stage1 = nn.Sequential(*block(in_channels, w), *block(w, w))  # (B, w, H, W)
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *block(w, 2 * w), *block(2 * w, 2 * w))
+        self.stage3 = nn.Sequential(nn.MaxPool2d(2), *block(2 * w, 4 * w), *block(4 * w, 4 * w))
         self.proj = nn.Linear(4 * w, d, **kw)
         self.d = d
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.features(x))  # (B, d)
+        h = self.stage3(self.stage2(self.stage1(x)))  # (B, 4w, H/4, W/4)
+        return self.proj(h.mean(dim=(2, 3)))  # global average pool, then (B, d)
 
 
 class _ResNetBackbone(nn.Module):
@@ -176,15 +174,20 @@ def build_backbone(name: str, d: int, **kwargs: Any) -> nn.Module:
 def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
     """The backbone's blocks from input to output, for unfreezing the last ``k`` when fine-tuning.
 
-    ResNets: stem, ``layer1`` ... ``layer4``, projection. Other modules: every sub-module that
-    holds parameters of its own, in order (a Linear, a convolution with its BatchNorm counted
-    apart).
+    ResNets: stem, ``layer1``, ``layer2``, ``layer3``, ``layer4`` with the projection.
+    SmallCNN: its three stages, the last with the projection. Other modules: every sub-module
+    that holds parameters of its own, in order.
     """
     if isinstance(backbone, _ResNetBackbone):
         net = backbone.net
         stem = nn.ModuleList([net.conv1, net.bn1])
-        blocks = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
-        if not isinstance(backbone.proj, nn.Identity):
-            blocks.append(backbone.proj)
-        return blocks
+        return [
+            stem,
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            nn.ModuleList([net.layer4, backbone.proj]),
+        ]
+    if isinstance(backbone, SmallCNN):
+        return [backbone.stage1, backbone.stage2, nn.ModuleList([backbone.stage3, backbone.proj])]
     return [m for m in backbone.modules() if any(True for _ in m.parameters(recurse=False))]

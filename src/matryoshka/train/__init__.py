@@ -11,7 +11,7 @@ from matryoshka.train.config import (
     config_to_dict,
     load_config,
 )
-from matryoshka.train.loop import is_complete, load_data, resolve_device, train
+from matryoshka.train.loop import is_complete, load_data, load_holdout, resolve_device, train
 
 __all__ = [
     "DataConfig",
@@ -24,6 +24,7 @@ __all__ = [
     "config_to_dict",
     "is_complete",
     "load_data",
+    "load_holdout",
     "load_config",
     "load_model",
     "read_metrics",

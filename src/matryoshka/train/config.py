@@ -33,8 +33,11 @@ class DataConfig:
     root: str | None = None  # local folder or tar (image data); None = the loader's default
     test_fraction: float = 0.2  # digits only: the held-out share
     train_subset: int | None = None  # use this many training examples (a seeded, stratified pick)
+    holdout: int = 0  # examples set aside from the train split (never trained on) for tuning
     augment: bool = True  # random crop + flip for images; ignored for digits
     cache_dir: str | None = None  # decoded-image cache for image folders and tars
+    image_size: int | None = None  # image_folder: output side in pixels (e.g. 224 for ImageNet)
+    test_split: str = "test"  # image_folder: the evaluation split's folder (ImageNet: val)
     num_workers: int = 0  # DataLoader worker processes
 
 

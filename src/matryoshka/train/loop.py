@@ -33,7 +33,7 @@ from matryoshka.train.checkpoint import (
 )
 from matryoshka.train.config import TrainConfig, config_from_dict, config_to_dict
 
-__all__ = ["train", "resolve_device", "is_complete", "load_data"]
+__all__ = ["train", "resolve_device", "is_complete", "load_data", "load_holdout"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -67,24 +67,35 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
 
 
-def _stratified_subset(ds: Dataset, n: int, seed: int) -> Dataset:
-    """A seeded pick of ``n`` examples keeping the class balance (labels read from the data set)."""
-    if n >= len(ds):
-        return ds
-    labels = getattr(ds, "labels", None)
-    if labels is None:
-        labels = getattr(ds, "targets", None)
-    if labels is None:
-        labels = [int(ds[i][1]) for i in range(len(ds))]
-    labels = np.asarray(labels)
+def _labels(ds: Dataset) -> np.ndarray:
+    for attr in ("labels", "targets"):
+        if getattr(ds, attr, None) is not None:
+            return np.asarray(getattr(ds, attr))
+    return np.asarray([int(ds[i][1]) for i in range(len(ds))])
+
+
+def _stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded pick of about ``n`` indices with the classes in equal shares, sorted."""
     rng = np.random.default_rng(seed)
-    picked = []
     classes = np.unique(labels)
-    per_class = n // len(classes)
-    for c in classes:
-        idx = np.flatnonzero(labels == c)
-        picked.extend(rng.permutation(idx)[:per_class].tolist())
-    return Subset(ds, sorted(picked))
+    per_class = max(1, n // len(classes))
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(picked))
+
+
+def _split(ds: Dataset, holdout: int, subset: int | None, seed: int) -> tuple[Dataset, Dataset]:
+    """(training part, held-out part): the held-out part is set aside first, then ``subset``."""
+    labels = _labels(ds)
+    idx = np.arange(len(ds))
+    held = np.array([], dtype=np.int64)
+    if holdout:
+        if holdout >= len(ds):
+            raise ValueError(f"data.holdout={holdout} leaves nothing of {len(ds)} to train on")
+        held = _stratified_indices(labels, holdout, seed + 1)
+        idx = np.setdiff1d(idx, held)
+    if subset and subset < len(idx):
+        idx = idx[_stratified_indices(labels[idx], subset, seed)]
+    return Subset(ds, idx.tolist()), Subset(ds, held.tolist())
 
 
 def _set_trainable(model: nn.Module, spec: str) -> None:
@@ -182,8 +193,6 @@ def train(
     try:
         torch.manual_seed(cfg.seed)
         train_ds, test_ds, classes = load_data(cfg)
-        if cfg.data.train_subset:
-            train_ds = _stratified_subset(train_ds, cfg.data.train_subset, cfg.seed)
         if cfg.model.backbone == "mlp" and "in_features" not in cfg.model.backbone_kwargs:
             cfg.model.backbone_kwargs["in_features"] = int(train_ds[0][0].numel())
         model = build_model(cfg.model, len(classes))
@@ -264,7 +273,27 @@ def train(
 
 
 def load_data(cfg: TrainConfig, augment: bool | None = None) -> tuple[Dataset, Dataset, list[str]]:
-    """The train and test splits a config names; ``augment=False`` for encoding the train split."""
+    """The train and test splits a config names, and the class names.
+
+    The train split is what the model trains on: without ``data.holdout`` examples (set aside
+    for tuning, e.g. adaptive-classification thresholds) and cut to ``data.train_subset``.
+    Pass ``augment=False`` to encode the train split.
+    """
+    train, test, classes = _load_raw(cfg, augment)
+    if cfg.data.holdout or cfg.data.train_subset:
+        train, _ = _split(train, cfg.data.holdout, cfg.data.train_subset, cfg.seed)
+    return train, test, classes
+
+
+def load_holdout(cfg: TrainConfig) -> Dataset:
+    """The ``data.holdout`` examples set aside from the train split, without augmentation."""
+    if not cfg.data.holdout:
+        raise ValueError("this config sets no data.holdout; set e.g. data.holdout=5000")
+    train, _, _ = _load_raw(cfg, augment=False)
+    return _split(train, cfg.data.holdout, None, cfg.seed)[1]
+
+
+def _load_raw(cfg: TrainConfig, augment: bool | None) -> tuple[Dataset, Dataset, list[str]]:
     kwargs = _data_kwargs(cfg)
     if augment is not None and kwargs:
         kwargs["augment"] = augment
@@ -276,7 +305,10 @@ def load_data(cfg: TrainConfig, augment: bool | None = None) -> tuple[Dataset, D
 def _data_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.data.name == "digits":
         return {}
-    return {"root": cfg.data.root, "augment": cfg.data.augment, "cache_dir": cfg.data.cache_dir}
+    kw = {"root": cfg.data.root, "augment": cfg.data.augment, "cache_dir": cfg.data.cache_dir}
+    if cfg.data.name == "image_folder":
+        kw.update(image_size=cfg.data.image_size, test_split=cfg.data.test_split)
+    return kw
 
 
 def _init_from(model: nn.Module, path: str) -> None:

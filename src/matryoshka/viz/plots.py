@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_accuracy_vs_dim", "save_figure"]
+__all__ = ["plot_accuracy_vs_dim", "plot_adaptive", "plot_gradcam_grid", "save_figure"]
 
 _STYLES = {
     "mrl": {"marker": "o", "color": "C3"},
@@ -87,3 +87,80 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> None:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     with atomic_file(path, "wb") as f:
         f.write(buf.getvalue())
+
+
+def plot_adaptive(
+    adaptive: dict[str, Any],
+    reference: dict[str, float] | None = None,
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
+    """Adaptive classification: test top-1 against expected size, beside fixed sizes.
+
+    Parameters
+    ----------
+    adaptive : the dict returned by :func:`matryoshka.eval.adaptive_classification`
+    reference : optional ``{label: top1}`` drawn as horizontal lines (e.g. full-size FF)
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    pts = sorted((p["expected_size"], 100 * p["top1"]) for p in adaptive["points"])
+    ax.plot(*zip(*pts), marker="o", color="C3", label="adaptive (MRL cascade)")
+    fixed = sorted((int(m), 100 * v) for m, v in adaptive["fixed"].items())
+    ax.plot(*zip(*fixed), marker="s", color="C7", linestyle=":", label="MRL at a fixed size")
+    for i, (label, top1) in enumerate((reference or {}).items()):
+        ax.axhline(100 * top1, color=f"C{i}", linestyle="--", linewidth=1, label=label)
+    ax.set_xscale("log", base=2)
+    ticks = [m for m, _ in fixed]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("expected embedding size")
+    ax.set_ylabel("top-1 accuracy (%)")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_gradcam_grid(
+    images: Any,
+    cams: Any,
+    sizes: Sequence[int],
+    row_labels: Sequence[str] | None = None,
+    fig: Any = None,
+) -> Any:
+    """A grid of Grad-CAM overlays: rows are images, columns are the image then each size.
+
+    Parameters
+    ----------
+    images : array of shape (B, 3, H, W), values in [0, 1]
+    cams : array of shape (B, S, H, W), values in [0, 1]
+    sizes : the S sizes, for the column titles
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    images, cams = np.asarray(images), np.asarray(cams)
+    B, S = cams.shape[:2]
+    if fig is None:
+        fig = plt.figure(figsize=(1.6 * (S + 1), 1.6 * B))
+    axes = fig.subplots(B, S + 1, squeeze=False)
+    for i in range(B):
+        img = np.clip(images[i].transpose(1, 2, 0), 0, 1)  # (H, W, 3)
+        axes[i, 0].imshow(img)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+        for j in range(S):
+            axes[i, j + 1].imshow(img)
+            axes[i, j + 1].imshow(cams[i, j], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            if i == 0:
+                axes[i, j + 1].set_title(f"m = {sizes[j]}", fontsize=9)
+    if B:
+        axes[0, 0].set_title("image", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,320 @@
+"""Reproductions of the MRL paper's claims on data that fits a laptop: ``matryoshka reproduce``.
+
+``cifar10``: MRL, MRL-E and a fixed-feature model per size with one recipe; PCA and truncation of
+the full-size FF embedding; head top-1 and 1-NN at trained and in-between sizes; fine-tuning from
+the FF model with the heads, the last block or everything trainable (paper, Appendix K); adaptive
+classification with thresholds tuned on held-out train images; Grad-CAM per size. Every model is
+trained once into its own folder and reused; an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from matryoshka._io import write_json, write_text
+from matryoshka.dims import nesting_dims, validate_dims
+from matryoshka.eval import adaptive_classification, encode, evaluate_embeddings, results_table
+from matryoshka.eval.gradcam import gradcam_per_size
+from matryoshka.experiments import METHODS, compare_methods, method_configs, train_jobs
+from matryoshka.train import TrainConfig, load_config, load_holdout, load_model, resolve_device
+from matryoshka.train.loop import load_data
+
+__all__ = ["FINETUNE_MODES", "cifar10_jobs", "reproduce_cifar10"]
+
+FINETUNE_MODES = ("head", "last1", "all")
+
+
+def _dims(base: TrainConfig) -> list[int]:
+    dims = base.model.dims or nesting_dims(base.model.d, base.model.dims_start)
+    return list(validate_dims(dims, base.model.d))
+
+
+def cifar10_jobs(
+    base: TrainConfig, finetune_epochs: int = 2, finetune_lr: float = 0.02
+) -> dict[str, TrainConfig]:
+    """Every model folder of the reproduction, in training order.
+
+    The full-size FF model comes first (the baselines and fine-tuning start from it), then MRL,
+    MRL-E, the other FF sizes, and the three fine-tuning runs.
+    """
+    dims = _dims(base)
+    jobs = method_configs(base, dims, METHODS)
+    full = f"ff-{dims[-1]}"
+    ordered = {full: jobs.pop(full), **jobs}
+    for mode in FINETUNE_MODES:
+        cfg = copy.deepcopy(base)
+        cfg.model.head = "mrl"
+        cfg.model.dims = dims
+        cfg.init_from = ordered[full].out_dir
+        cfg.trainable = mode
+        cfg.epochs = finetune_epochs
+        cfg.optim.lr = finetune_lr
+        cfg.optim.warmup_epochs = 0.0
+        cfg.out_dir = str(Path(base.out_dir) / f"finetune-{mode}")
+        ordered[f"finetune-{mode}"] = cfg
+    return ordered
+
+
+@torch.no_grad()
+def _head_logits(model: Any, X: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Per-size logits (N, K, C) from stored embeddings X (N, d)."""
+    head = model.head.eval().cpu()
+    out = [
+        head(torch.from_numpy(np.ascontiguousarray(X[i : i + batch]))).float().numpy()
+        for i in range(0, len(X), batch)
+    ]
+    return np.concatenate(out)
+
+
+def reproduce_cifar10(
+    config: str | Path = "configs/cifar10.yaml",
+    overrides: list[str] | None = None,
+    out_dir: str | Path = "runs/cifar10",
+    docs_dir: str | Path = "docs/results",
+    finetune_epochs: int = 2,
+    train_only: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run the CIFAR-10 reproduction and write ``docs_dir/cifar10.md`` with its figures.
+
+    Parameters
+    ----------
+    config : the shared recipe (YAML); ``overrides`` are ``key=value`` strings on top of it
+    out_dir : where results, logs and per-stage JSON go (model folders follow ``out_dir`` of
+        the config)
+    docs_dir : where ``cifar10.md`` and its PNGs go
+    train_only : stop after training every model (e.g. to train on one machine, report on another)
+    """
+    t0 = time.perf_counter()
+    base = load_config(config, overrides)
+    dims = _dims(base)
+    jobs = cifar10_jobs(base, finetune_epochs=finetune_epochs)
+    train_jobs(jobs, progress)
+    if train_only:
+        return {"trained": list(jobs), "seconds": time.perf_counter() - t0}
+    out_dir, docs_dir = Path(out_dir), Path(docs_dir)
+    command = command or " ".join(shlex.quote(a) for a in ["matryoshka", *sys.argv[1:]])
+
+    comparison = compare_methods(
+        base, out_dir, METHODS, dims, progress=progress, command=command,
+        title="CIFAR-10, SmallCNN, d = 256",
+    )  # fmt: skip
+    device = resolve_device(base.device)
+    train_ds, test_ds, classes = load_data(base, augment=False)
+
+    finetune = [r for r in comparison["results"] if r["method"] == "mrl"]
+    for mode in FINETUNE_MODES:
+        model, _, _ = load_model(jobs[f"finetune-{mode}"].out_dir, device)
+        Xtr, ytr = encode(model, train_ds, device=device)
+        Xte, yte = encode(model, test_ds, device=device)
+        finetune.append(
+            evaluate_embeddings(f"ft-{mode}", Xtr, ytr, Xte, yte, dims, head=model.head.cpu())
+        )
+    finetune.append(next(r for r in comparison["results"] if r["method"] == "ff"))
+
+    mrl, _, _ = load_model(jobs["mrl"].out_dir, device)
+    Xho, yho = encode(mrl, load_holdout(base), device=device)
+    Xte, yte = encode(mrl, test_ds, device=device)
+    adaptive = adaptive_classification(
+        _head_logits(mrl, Xho), yho, _head_logits(mrl, Xte), yte, dims
+    )
+    ff_full = comparison["results"][[r["method"] for r in comparison["results"]].index("ff")]
+    ff_top1 = ff_full["dims"][dims[-1]]["top1"]
+    adaptive["ff_full_top1"] = ff_top1
+    adaptive["match"] = _smallest_match(adaptive, ff_top1, tolerance=0.005)
+
+    cams_path = _gradcam_figure(mrl.cpu(), test_ds, classes, dims, docs_dir / "cifar10_gradcam.png")
+    write_json(out_dir / "finetune.json", {"results": finetune})
+    write_json(out_dir / "adaptive.json", adaptive)
+    plots = _figures(comparison, adaptive, dims, docs_dir)
+    seconds = time.perf_counter() - t0
+    text = _report(
+        base, comparison, finetune, adaptive, dims, plots, cams_path, command, jobs, len(train_ds)
+    )
+    write_text(docs_dir / "cifar10.md", text)
+    return {
+        "comparison": comparison,
+        "finetune": finetune,
+        "adaptive": adaptive,
+        "seconds": seconds,
+    }
+
+
+def _smallest_match(adaptive: dict[str, Any], target: float, tolerance: float) -> dict | None:
+    """The operating point of smallest expected size whose test top-1 is within tolerance."""
+    ok = [p for p in adaptive["points"] if p["top1"] >= target - tolerance]
+    return min(ok, key=lambda p: p["expected_size"]) if ok else None
+
+
+def _gradcam_figure(
+    model: Any, test_ds: Any, classes: list[str], dims: list[int], path: Path, n: int = 6
+) -> Path | None:
+    try:
+        from matryoshka.viz import plot_gradcam_grid, save_figure
+        from matryoshka.viz.plots import _pyplot
+
+        plt = _pyplot()
+    except ImportError as e:
+        print(f"warning: no Grad-CAM figure ({e})", file=sys.stderr)
+        return None
+    labels = np.asarray(test_ds.labels)
+    picks = [int(np.flatnonzero(labels == c)[0]) for c in range(min(n, len(classes)))]
+    x = torch.stack([test_ds[i][0] for i in picks])  # (n, 3, H, W), normalised
+    cams = gradcam_per_size(model, x, dims)  # (n, S, H, W)
+    mean = torch.tensor(test_ds.mean).view(1, 3, 1, 1)
+    std = torch.tensor(test_ds.std).view(1, 3, 1, 1)
+    images = (x * std + mean).clamp(0, 1).numpy()
+    fig = plot_gradcam_grid(images, cams, dims, row_labels=[classes[labels[i]] for i in picks])
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _figures(
+    comparison: dict[str, Any], adaptive: dict[str, Any], dims: list[int], docs_dir: Path
+) -> dict[str, Path]:
+    try:
+        from matryoshka.viz import plot_accuracy_vs_dim, plot_adaptive, save_figure
+        from matryoshka.viz.plots import _pyplot
+
+        plt = _pyplot()
+    except ImportError as e:
+        print(f"warning: no plots ({e})", file=sys.stderr)
+        return {}
+    out = {}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    plot_accuracy_vs_dim(comparison["results"], "top1", ax=axes[0], trained=dims,
+                         title="head / probe top-1")  # fmt: skip
+    plot_accuracy_vs_dim(comparison["results"], "knn1", ax=axes[1], trained=dims,
+                         title="1-NN top-1")  # fmt: skip
+    fig.suptitle("CIFAR-10: accuracy at every size")
+    out["accuracy"] = docs_dir / "cifar10_accuracy_vs_dim.png"
+    save_figure(fig, out["accuracy"])
+    plt.close(fig)
+    ax = plot_adaptive(adaptive, {"FF at full size": adaptive["ff_full_top1"]},
+                       title="CIFAR-10: adaptive classification")  # fmt: skip
+    out["adaptive"] = docs_dir / "cifar10_adaptive.png"
+    save_figure(ax.figure, out["adaptive"])
+    plt.close(ax.figure)
+    return out
+
+
+def _report(
+    base: TrainConfig,
+    comparison: dict[str, Any],
+    finetune: list[dict[str, Any]],
+    adaptive: dict[str, Any],
+    dims: list[int],
+    plots: dict[str, Path],
+    cams: Path | None,
+    command: str,
+    jobs: dict[str, TrainConfig],
+    n_train: int,
+) -> str:
+    by = {r["method"]: r["dims"] for r in comparison["results"]}
+    gap_rows = ["| size | MRL − FF top-1 | MRL − PCA top-1 | MRL − truncation top-1 |",
+                "|---:|---:|---:|---:|"]  # fmt: skip
+    for m in dims:
+        mrl = by["mrl"][m]["top1"]
+        gap_rows.append(
+            f"| {m} | {100 * (mrl - by['ff'][m]['top1']):+.1f} | "
+            f"{100 * (mrl - by['pca'][m]['top1']):+.1f} | "
+            f"{100 * (mrl - by['truncation'][m]['top1']):+.1f} |"
+        )
+    ad_rows = ["| target precision | expected size | test top-1 | held-out top-1 |",
+               "|---:|---:|---:|---:|"]  # fmt: skip
+    for p in adaptive["points"]:
+        ad_rows.append(
+            f"| {p['precision']:.3f} | {p['expected_size']:.1f} | {100 * p['top1']:.2f} | "
+            f"{100 * p['holdout_top1']:.2f} |"
+        )
+    match = adaptive["match"]
+    match_text = (
+        f"The smallest expected size whose test top-1 is within 0.5 points of full-size FF "
+        f"({100 * adaptive['ff_full_top1']:.2f}%) is **{match['expected_size']:.1f}** "
+        f"({100 * match['top1']:.2f}%, target precision {match['precision']}), "
+        f"{dims[-1] / match['expected_size']:.1f}× smaller than d = {dims[-1]}."
+        if match
+        else "No operating point reached full-size FF top-1 within 0.5 points."
+    )
+    epochs_s = sum(_seconds(c.out_dir) for c in jobs.values())
+    lines = [
+        "# CIFAR-10: MRL against its baselines at every size",
+        "",
+        "Reproduced with (from the repository root, CPU):",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Data: CIFAR-10 JPEG copy (quality 75, so a few points below published CIFAR-10 "
+        f"figures); {base.data.holdout} training images held out for tuning the adaptive "
+        f"thresholds, {n_train} for training; test = the 10,000 "
+        f"test images. Backbone `{base.model.backbone}` {base.model.backbone_kwargs}, d = "
+        f"{base.model.d}, sizes {dims}. Recipe shared by every model: {base.epochs} epoch(s), "
+        f"{base.optim.name} lr {base.optim.lr} (nesterov {base.optim.nesterov}), "
+        f"weight decay {base.optim.weight_decay}, {base.optim.warmup_epochs:g} warm-up epoch(s), "
+        f"cosine decay, batch {base.batch_size}, label smoothing {base.label_smoothing}, "
+        f"pad-4 crop + flip, seed {base.seed}. Training time of all {len(jobs)} models: "
+        f"{epochs_s / 60:.0f} min on this machine.",
+        "",
+        "## Accuracy at every size",
+        "",
+        "Top-1 (%) on the test split. MRL, MRL-E and FF use their own heads; PCA and truncation "
+        "(of the full-size FF embedding) get a logistic-regression probe fitted on the train "
+        "split at each size. 1-NN: cosine nearest neighbour, database = train split. * = never "
+        "trained (interpolation; MRL has no head there).",
+        "",
+        comparison["table"],
+    ]
+    if "accuracy" in plots:
+        lines += [f"![accuracy vs size]({plots['accuracy'].name})", ""]
+    lines += ["Differences at each trained size (points):", "", *gap_rows, ""]
+    lines += [
+        "## Fine-tuning from the full-size FF model (paper, Appendix K)",
+        "",
+        "The nested loss for a few epochs starting from the FF-256 checkpoint, with only the "
+        "nested heads trainable (`ft-head`), with the last block too (`ft-last1`), or with "
+        "everything (`ft-all`), against MRL trained from scratch and FF per size.",
+        "",
+        results_table(finetune, trained=dims),
+        "## Adaptive classification",
+        "",
+        "The MRL heads as a cascade from 8 to 256 dimensions: stop at the first size whose "
+        "max softmax probability clears its threshold. Thresholds are tuned on the held-out "
+        "training images for each target precision; test accuracy and expected size below.",
+        "",
+        *ad_rows,
+        "",
+        match_text,
+        "",
+    ]
+    if "adaptive" in plots:
+        lines += [f"![adaptive classification]({plots['adaptive'].name})", ""]
+    if cams is not None:
+        lines += [
+            "## Where the model looks at each size",
+            "",
+            "Grad-CAM of the last convolutional stage through the MRL head of each size, for the "
+            "first test image of six classes, explaining each size's own prediction.",
+            "",
+            f"![Grad-CAM per size]({cams.name})",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _seconds(out_dir: str) -> float:
+    from matryoshka.train import read_metrics
+
+    metrics = read_metrics(out_dir) or {}
+    return sum(h.get("seconds", 0.0) for h in metrics.get("history", []))

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from matryoshka.eval import (
+    adaptive_classification,
+    cascade,
+    softmax_confidence,
+    thresholds_for_precision,
+)
+
+
+def test_softmax_confidence_known_values():
+    logits = np.array([[[0.0, 0.0], [np.log(3.0), 0.0]]])  # (1, K=2, C=2)
+    conf, pred = softmax_confidence(logits)
+    np.testing.assert_allclose(conf, [[0.5, 0.75]], atol=1e-6)
+    assert pred.tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match=r"shape \(N, K, C\)"):
+        softmax_confidence(np.zeros((3, 2)))
+
+
+def test_cascade_stops_at_first_confident_size():
+    conf = np.array([[0.9, 0.9, 0.9], [0.2, 0.8, 0.9], [0.1, 0.1, 0.1]])
+    pred = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    stage, answer = cascade(conf, pred, [0.5, 0.5, 0.99])
+    assert stage.tolist() == [0, 1, 2]  # the last size always answers
+    assert answer.tolist() == [1, 5, 9]
+    with pytest.raises(ValueError, match="one threshold per size: 3 sizes, got 2"):
+        cascade(conf, pred, [0.5, 0.5])
+
+
+def test_thresholds_for_precision():
+    # size 0: the 30 most confident are right, the rest wrong; size 1: always right
+    conf = np.stack([np.linspace(1.0, 0.01, 100), np.full(100, 0.5)], axis=1)
+    correct = np.stack([np.arange(100) < 30, np.ones(100, bool)], axis=1)
+    t = thresholds_for_precision(conf, correct, precision=1.0)
+    assert t[0] == pytest.approx(conf[29, 0])
+    assert t[1] == pytest.approx(0.5)
+    never = thresholds_for_precision(conf, ~correct, precision=0.9)
+    assert never[1] > 1.0  # a size that never reaches the precision never answers
+
+
+def test_adaptive_classification_trades_size_for_accuracy():
+    rng = np.random.default_rng(0)
+    N, C, dims = 2000, 5, [8, 16, 32]
+    y = rng.integers(0, C, N)
+    logits = rng.normal(size=(N, 3, C))
+    # larger sizes are more often right; a confident small size is right
+    for k, strength in enumerate([1.5, 3.0, 6.0]):
+        logits[np.arange(N), k, y] += strength * rng.random(N) * 2
+    half = N // 2
+    res = adaptive_classification(logits[:half], y[:half], logits[half:], y[half:], dims)
+    pts = res["points"]
+    assert [p["precision"] for p in pts] == sorted(p["precision"] for p in pts)
+    sizes = [p["expected_size"] for p in pts]
+    assert sizes[0] < sizes[-1]  # stricter targets use larger sizes
+    assert all(8 <= s <= 32 for s in sizes)
+    assert pts[-1]["top1"] >= pts[0]["top1"]
+    assert set(res["fixed"]) == set(dims)
