@@ -6,7 +6,7 @@ to ``IndexFlatIP``'s, all measured in the same run with the same number of threa
 
     python benchmarks/search.py                                 # synthetic, 60k x 512
     python benchmarks/search.py --embeddings cifar10/embeddings.npy --nq 1000
-    python benchmarks/search.py --n 1000000 --skip-exact-funnels   # speed at 1M vectors
+    python benchmarks/search.py --n 1000000                     # speed at 1M vectors
 
 Without ``--embeddings`` the vectors are synthetic: Gaussian clusters whose per-dimension scale
 decays as ``(j + 1) ** -decay``, so early dimensions carry most of the variance, as they do in
@@ -75,14 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--funnels",
-        default="32:400,128:50,FULL:10;64:200,256:30,FULL:10;32:800,64:200,256:40,FULL:10",
+        default="32:200,FULL:10;64:100,FULL:10;32:400,128:50,FULL:10;128:200,FULL:10",
         help="exact funnels, ';'-separated, stages 'dim:k' (FULL = the full size)",
     )
     p.add_argument(
         "--approx",
-        default="hnsw:32:32:100,FULL:10;hnsw:64:64:100,FULL:10;ivf:32:64:200,128:40,FULL:10",
-        help="approximate-first funnels 'kind:dim:param:k1,stages...' (param: hnsw "
-        "ef_search, ivf nprobe, adanns<cluster_dim> nprobe)",
+        default="hnsw:64:128:100,FULL:10;hnsw:128:128:100,FULL:10;ivf:128:32:100,FULL:10;"
+        "adanns32:64:32:100,FULL:10",
+        help="approximate-first funnels, ';'-separated: 'kind:dim:param:k1,stages...' with "
+        "kind hnsw (param: ef_search), ivf (nprobe) or adanns<cluster_dim> (nprobe), dim the "
+        "size the structure searches at, k1 its shortlist",
     )
     p.add_argument("--skip-exact-funnels", action="store_true")
     p.add_argument("--skip-ours-full", action="store_true")

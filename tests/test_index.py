@@ -71,6 +71,18 @@ def test_threshold_path_is_exact(metric):
         assert (I >= 0).all() and all(len(set(r)) == k for r in I)
 
 
+def test_threshold_path_split_across_threads_is_exact(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # 3 workers over 200 query rows
+    xb = mrl_like(20_000, 16, seed=2)
+    xq = mrl_like(200, 16, seed=3)
+    D, I = exact_search(xb, xq, 50, "cosine", block_size=3000)
+    Dr, _ = reference(xb, xq, 50, "cosine", 16)
+    np.testing.assert_allclose(D, Dr, rtol=1e-4, atol=1e-4)
+    assert (I >= 0).all() and all(len(set(r)) == 50 for r in I)
+
+
 def test_threshold_path_with_ties_falls_back_exactly():
     # many identical vectors: the sampled threshold ties with the true k-th score
     rng = np.random.default_rng(0)
