@@ -62,10 +62,10 @@ def test_exact_search_matches_numpy(data, metric, m):
 @pytest.mark.parametrize("metric", METRICS)
 def test_threshold_path_is_exact(metric):
     # N >= 4 * 2048 takes the sampled-threshold path; k large and small
-    xb = mrl_like(40_000, 16, seed=2)
+    xb = mrl_like(12_000, 16, seed=2)
     xq = mrl_like(30, 16, seed=3)
     for k in (1, 10, 300):
-        D, I = exact_search(xb, xq, k, metric, block_size=4096)
+        D, I = exact_search(xb, xq, k, metric, block_size=2500)
         Dr, _ = reference(xb, xq, k, metric, 16)
         np.testing.assert_allclose(D, Dr, rtol=1e-4, atol=1e-4)
         assert (I >= 0).all() and all(len(set(r)) == k for r in I)
@@ -75,7 +75,7 @@ def test_threshold_path_split_across_threads_is_exact(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # 3 workers over 200 query rows
-    xb = mrl_like(20_000, 16, seed=2)
+    xb = mrl_like(12_000, 16, seed=2)
     xq = mrl_like(200, 16, seed=3)
     D, I = exact_search(xb, xq, 50, "cosine", block_size=3000)
     Dr, _ = reference(xb, xq, 50, "cosine", 16)

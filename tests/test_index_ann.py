@@ -13,6 +13,15 @@ from matryoshka.index import MatryoshkaIndex
 faiss = pytest.importorskip("faiss")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    # tiny indexes: OpenMP threads only spin, and on a busy machine they spin for seconds
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 def clustered(n: int, d: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((32, d))
@@ -32,7 +41,7 @@ def data():
 CASES = [
     ("hnsw", {"M": 16, "ef_search": 64}, 0.95),
     ("ivf", {"nlist": 32, "nprobe": 12}, 0.95),
-    ("ivfpq", {"nlist": 32, "nprobe": 8, "pq_m": 8}, 0.9),
+    ("ivfpq", {"nlist": 32, "nprobe": 8, "pq_m": 8, "nbits": 6}, 0.9),
     ("adanns", {"cluster_dim": 8, "nlist": 32, "nprobe": 8}, 0.9),  # cluster small, scan large
     ("adanns", {"cluster_dim": 64, "nlist": 32, "nprobe": 8}, 0.9),  # cluster large, scan small
 ]
@@ -117,7 +126,7 @@ def test_import_matryoshka_does_not_load_faiss():
     "kind, params",
     [
         ("hnsw", {"M": 8}),
-        ("ivfpq", {"nlist": 16, "nprobe": 4, "pq_m": 4}),
+        ("ivfpq", {"nlist": 16, "nprobe": 4, "pq_m": 4, "nbits": 5}),
         ("adanns", {"cluster_dim": 8, "nlist": 16, "nprobe": 4}),
     ],
 )
