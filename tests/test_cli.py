@@ -55,3 +55,36 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys):
     assert "strictly ascending, got 8 after 16" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "not a model folder" in capsys.readouterr().err
+
+
+def test_embed_writes_embeddings_once_at_full_size(tmp_path):
+    import numpy as np
+
+    from matryoshka.eval import load_embeddings
+
+    model = tmp_path / "m"
+    assert main(["train", "--quiet", "--out", str(model), "epochs=1", "model.d=16",
+                 "model.dims_start=4", "data.train_subset=300"]) == 0  # fmt: skip
+    out = tmp_path / "emb"
+    assert main(["embed", str(model), "--out", str(out), "--split", "test", "--quiet"]) == 0
+    X, y, meta = load_embeddings(out)
+    assert isinstance(X, np.memmap) and X.shape == (360, 16) and y.shape == (360,)
+    assert meta["dims"] == [4, 8, 16] and meta["split"] == "test" and meta["count"] == 360
+
+
+def test_embeddings_files_refuse_bad_input(tmp_path):
+    import numpy as np
+
+    from matryoshka.eval import load_embeddings, save_embeddings
+
+    X = np.ones((4, 8), np.float32)
+    X[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values \\(first in row 2\\)"):
+        save_embeddings(tmp_path / "e", X)
+    save_embeddings(tmp_path / "e", np.ones((4, 8)), dtype="float16")
+    assert load_embeddings(tmp_path / "e")[0].dtype == np.float16
+    (tmp_path / "e" / "embeddings.npy").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt embeddings file"):
+        load_embeddings(tmp_path / "e")
+    with pytest.raises(FileNotFoundError, match="matryoshka embed"):
+        load_embeddings(tmp_path / "none")

@@ -61,6 +61,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from matryoshka.eval import encode, save_embeddings
+    from matryoshka.train import load_data, load_model, resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg, classes = load_model(args.model, device)
+    train_ds, test_ds, _ = load_data(cfg, augment=False)
+    parts = {"train": [train_ds], "test": [test_ds], "all": [train_ds, test_ds]}[args.split]
+    encoded = [
+        encode(model, ds, batch_size=args.batch, device=device, progress=not args.quiet)
+        for ds in parts
+    ]
+    X = np.concatenate([x for x, _ in encoded])  # (N, d)
+    y = np.concatenate([y for _, y in encoded])  # (N,)
+    save_embeddings(
+        args.out, X, y, dtype=args.dtype, model=str(args.model), split=args.split,
+        dims=list(model.head.dims), classes=classes,
+    )  # fmt: skip
+    print(f"wrote {args.out}/embeddings.npy {X.shape} {args.dtype}, labels.npy, meta.json")
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from matryoshka.reproduce import reproduce_cifar10
 
@@ -133,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "embed",
+        help="encode a data split with a trained model into embeddings.npy (full size, once)",
+        description="Encode the model's data (train, test or both, without augmentation) once "
+        "at full size into OUT/embeddings.npy (N, d), labels.npy and meta.json. Every size is "
+        "a prefix of these rows.",
+    )
+    p.add_argument("model", help="model folder written by `matryoshka train`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", choices=["train", "test", "all"], default="all", help="default: all")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--batch", type=int, default=512, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser(
         "reproduce",

@@ -14,6 +14,7 @@ from matryoshka.eval.classification import (
     knn1_top1,
     linear_probe_top1,
 )
+from matryoshka.eval.embeddings import load_embeddings, save_embeddings
 from matryoshka.eval.gradcam import gradcam_per_size
 from matryoshka.eval.report import load_results, merge_results, results_table, save_results
 
@@ -23,6 +24,8 @@ __all__ = [
     "softmax_confidence",
     "thresholds_for_precision",
     "gradcam_per_size",
+    "load_embeddings",
+    "save_embeddings",
     "PCABaseline",
     "encode",
     "evaluate_embeddings",

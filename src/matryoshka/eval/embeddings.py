@@ -1,0 +1,78 @@
+"""Embedding files: ``embeddings.npy`` (memory-mappable, float32 or float16) + ``meta.json``.
+
+A data set is encoded once at full size; every size is a prefix of these rows, so nothing is
+stored twice. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matryoshka._io import atomic_file, write_json
+
+__all__ = ["save_embeddings", "load_embeddings"]
+
+DTYPES = ("float32", "float16")
+
+
+def save_embeddings(
+    folder: str | Path,
+    X: np.ndarray,
+    labels: np.ndarray | None = None,
+    dtype: str = "float32",
+    **meta: Any,
+) -> Path:
+    """Write ``folder/embeddings.npy`` (N, d), optional ``labels.npy`` (N,), and ``meta.json``.
+
+    ``meta`` (e.g. the model folder, split, sizes) is stored beside ``count``, ``d`` and ``dtype``.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"embeddings must have shape (N, d), got {X.shape}")
+    if not np.isfinite(X).all():
+        row = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+        raise ValueError(f"embeddings hold NaN or infinite values (first in row {row})")
+    folder = Path(folder)
+    with atomic_file(folder / "embeddings.npy") as f:
+        np.save(f, X.astype(dtype, copy=False), allow_pickle=False)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(X),):
+            raise ValueError(f"labels must have shape ({len(X)},), got {labels.shape}")
+        with atomic_file(folder / "labels.npy") as f:
+            np.save(f, labels.astype(np.int64), allow_pickle=False)
+    write_json(
+        folder / "meta.json",
+        {"count": int(len(X)), "d": int(X.shape[1]), "dtype": dtype,
+         "labels": labels is not None, **meta},
+    )  # fmt: skip
+    return folder
+
+
+def load_embeddings(
+    folder: str | Path, mmap: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Read what :func:`save_embeddings` wrote: ``(X (N, d), labels (N,) or None, meta)``."""
+    folder = Path(folder)
+    path = folder / "embeddings.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; write it with `matryoshka embed`")
+    try:
+        X = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        meta = json.loads((folder / "meta.json").read_text())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{folder} holds a corrupt embeddings file: {e}") from e
+    if X.ndim != 2 or X.shape[0] != meta.get("count") or X.shape[1] != meta.get("d"):
+        raise ValueError(
+            f"{path} has shape {X.shape} but meta.json says count={meta.get('count')}, "
+            f"d={meta.get('d')}; the folder is inconsistent"
+        )
+    labels_path = folder / "labels.npy"
+    labels = np.load(labels_path, allow_pickle=False) if labels_path.is_file() else None
+    return X, labels, meta
