@@ -169,6 +169,7 @@ def run_plan(args: argparse.Namespace) -> int:
         metric=args.metric,
         k=args.k,
         sample=args.sample,
+        progress=not args.quiet,
     )
     sys.stdout.write(plan_table(plan, only_fitting=args.fitting_only))
     if args.json:
@@ -272,4 +273,5 @@ def add_index_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=100_000, help="embeddings searched (default 1e5)")
     p.add_argument("--fitting-only", action="store_true", help="list only rows that fit")
     p.add_argument("--json", help="also write the plan as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_plan)

@@ -73,6 +73,7 @@ def _recalls(
     k: int,
     sample: int,
     seed: int,
+    progress: bool = False,
 ) -> dict[tuple[int, str], float]:
     """recall@k of every (size, precision) against exact full-size float32 search on a sample."""
     from matryoshka.index.core import MatryoshkaIndex
@@ -85,13 +86,19 @@ def _recalls(
     xb = np.asarray(xb, dtype=np.float32)
     xq = np.asarray(queries[: min(len(queries), 1000)], dtype=np.float32)
     _, gt = exact_search(xb, xq, k, metric)  # (nq, k) the reference
+    from tqdm.auto import tqdm
+
     out = {}
-    for prec in precisions:
-        index = MatryoshkaIndex(xb.shape[1], metric, prec).add(xb)
-        for m in sizes:
-            _, ids = index.search(xq, k, dim=m)
-            hits = [len(np.intersect1d(a[a >= 0], b[b >= 0])) for a, b in zip(ids, gt, strict=True)]
-            out[(m, prec)] = float(np.sum(hits) / max(1, (gt >= 0).sum()))
+    with tqdm(total=len(precisions) * len(sizes), desc="recall", disable=not progress) as bar:
+        for prec in precisions:
+            index = MatryoshkaIndex(xb.shape[1], metric, prec).add(xb)
+            for m in sizes:
+                _, ids = index.search(xq, k, dim=m)
+                hits = [
+                    len(np.intersect1d(a[a >= 0], b[b >= 0])) for a, b in zip(ids, gt, strict=True)
+                ]
+                out[(m, prec)] = float(np.sum(hits) / max(1, (gt >= 0).sum()))
+                bar.update(1)
     return out
 
 
@@ -107,6 +114,7 @@ def plan_storage(
     k: int = 10,
     sample: int = 100_000,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Sizes x precisions with their bytes for ``n`` vectors, and the best row that fits.
 
@@ -131,6 +139,8 @@ def plan_storage(
     k : int, default 10
     sample : int, default 100000
         At most this many embeddings are searched for the recall measurement.
+    progress : bool, default False
+        Show a progress bar while measuring.
 
     Returns
     -------
@@ -166,7 +176,9 @@ def plan_storage(
     all_sizes = sorted(set(sizes) | {m for m in largest.values() if m})
     recalls = {}
     if embeddings is not None:
-        recalls = _recalls(embeddings, queries, all_sizes, precisions, metric, k, sample, seed)
+        recalls = _recalls(
+            embeddings, queries, all_sizes, precisions, metric, k, sample, seed, progress
+        )
     rows = []
     for p in precisions:
         for m in all_sizes:
