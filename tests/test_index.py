@@ -340,3 +340,11 @@ def test_a_search_at_size_m_reads_only_the_panels_it_needs(data, metric, precisi
     index._norms.clear()
     with pytest.raises(AssertionError, match="beyond the search size"):
         index.search(xq, 5, dim=33)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import matryoshka.index.core
+
+    assert doctest.testmod(matryoshka.index.core).failed == 0
