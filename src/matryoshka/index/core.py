@@ -186,6 +186,11 @@ class MatryoshkaIndex:
         Returns
         -------
         self
+
+        Notes
+        -----
+        Adding to a memory-mapped index (from :meth:`load`) copies its vectors into memory; for
+        an index larger than RAM, build it in one process and save it.
         """
         xb = check_matrix(xb, "xb")
         if xb.shape[1] != self.d:
