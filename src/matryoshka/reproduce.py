@@ -138,7 +138,17 @@ def reproduce_cifar10(
     plots = _figures(comparison, adaptive, dims, docs_dir)
     seconds = time.perf_counter() - t0
     text = _report(
-        base, comparison, finetune, adaptive, dims, plots, cams_path, command, jobs, len(train_ds)
+        base,
+        comparison,
+        finetune,
+        adaptive,
+        dims,
+        plots,
+        cams_path,
+        command,
+        jobs,
+        len(train_ds),
+        len(test_ds),
     )
     write_text(docs_dir / "cifar10.md", text)
     return {
@@ -219,6 +229,7 @@ def _report(
     command: str,
     jobs: dict[str, TrainConfig],
     n_train: int,
+    n_test: int,
 ) -> str:
     by = {r["method"]: r["dims"] for r in comparison["results"]}
     gap_rows = ["| size | MRL − FF top-1 | MRL − PCA top-1 | MRL − truncation top-1 |",
@@ -258,8 +269,8 @@ def _report(
         "",
         f"Data: CIFAR-10 JPEG copy (quality 75, so a few points below published CIFAR-10 "
         f"figures); {base.data.holdout} training images held out for tuning the adaptive "
-        f"thresholds, {n_train} for training; test = the 10,000 "
-        f"test images. Backbone `{base.model.backbone}` {base.model.backbone_kwargs}, d = "
+        f"thresholds, {n_train:,} for training; test = the {n_test:,} test images. "
+        f"Backbone `{base.model.backbone}` {base.model.backbone_kwargs}, d = "
         f"{base.model.d}, sizes {dims}. Recipe shared by every model: {base.epochs} epoch(s), "
         f"{base.optim.name} lr {base.optim.lr} (nesterov {base.optim.nesterov}), "
         f"weight decay {base.optim.weight_decay}, {base.optim.warmup_epochs:g} warm-up epoch(s), "
@@ -278,7 +289,19 @@ def _report(
     ]
     if "accuracy" in plots:
         lines += [f"![accuracy vs size]({plots['accuracy'].name})", ""]
-    lines += ["Differences at each trained size (points):", "", *gap_rows, ""]
+    p_full = by["ff"][dims[-1]]["top1"]
+    se = 100 * (p_full * (1 - p_full) / n_test) ** 0.5
+    lines += [
+        "Differences at each trained size (points):",
+        "",
+        *gap_rows,
+        "",
+        f"Sampling noise alone: the standard error of a top-1 near {100 * p_full:.0f}% on "
+        f"{n_test:,} test images is {se:.2f} points, so a difference between two methods needs "
+        f"about {2 * 2**0.5 * se:.1f} points to stand out at two standard errors. This run "
+        "trains one seed per model; the spread over seeds is not measured here.",
+        "",
+    ]
     lines += [
         "## Fine-tuning from the full-size FF model (paper, Appendix K)",
         "",
