@@ -5,13 +5,15 @@ search (faiss ``IndexFlatIP`` on unit vectors, which is exact), and the ratio of
 to ``IndexFlatIP``'s, all measured in the same run with the same number of threads.
 
     python benchmarks/search.py                                 # synthetic, 60k x 512
-    python benchmarks/search.py --embeddings cifar10/embeddings.npy --nq 1000
+    python benchmarks/search.py --embeddings emb/embeddings.npy --holdout 10000 --nq 1000
     python benchmarks/search.py --n 1000000                     # speed at 1M vectors
 
 Without ``--embeddings`` the vectors are synthetic: Gaussian clusters whose per-dimension scale
 decays as ``(j + 1) ** -decay``, so early dimensions carry most of the variance, as they do in
 Matryoshka embeddings. With ``--embeddings``, the queries are the last ``--nq`` rows (held out of
-the index) unless ``--queries`` is given. Metric: cosine (inner product of unit vectors).
+the index) unless ``--queries`` is given; ``--holdout`` holds out more rows (a whole test split
+written after the train split, say) and draws the queries from them at random. Metric: cosine
+(inner product of unit vectors).
 """
 
 from __future__ import annotations
@@ -63,7 +65,13 @@ def parse_funnel(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--embeddings", help=".npy of shape (N, d); default synthetic")
-    p.add_argument("--queries", help=".npy of shape (nq, d); default the last --nq embeddings")
+    p.add_argument("--queries", help=".npy of shape (nq, d); default: from the held-out rows")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        help="with --embeddings: keep the last HOLDOUT rows out of the index and draw the "
+        "--nq queries from them at random (default: HOLDOUT = nq, all of them)",
+    )
     p.add_argument("--n", type=int, default=60_000, help="synthetic database size")
     p.add_argument("--d", type=int, default=512, help="synthetic vector size")
     p.add_argument("--clusters", type=int, default=1000, help="synthetic clusters")
@@ -99,8 +107,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.queries:
             xb, xq = np.asarray(x, dtype=np.float32), np.load(args.queries).astype(np.float32)
         else:
-            xb = np.asarray(x[: -args.nq], dtype=np.float32)
-            xq = np.asarray(x[-args.nq :], dtype=np.float32)
+            hold = args.holdout or args.nq
+            if not args.nq <= hold < len(x):
+                raise SystemExit(f"--holdout must be between --nq and {len(x) - 1}, got {hold}")
+            xb = np.asarray(x[:-hold], dtype=np.float32)
+            pick = np.random.default_rng(args.seed).choice(hold, args.nq, replace=False)
+            xq = np.asarray(x[-hold:][np.sort(pick)], dtype=np.float32)
         data = args.embeddings
     else:
         x = synthetic(args.n + args.nq, args.d, args.clusters, args.decay, args.seed)
