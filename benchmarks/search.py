@@ -8,6 +8,13 @@ to ``IndexFlatIP``'s, all measured in the same run with the same number of threa
     python benchmarks/search.py --embeddings emb/embeddings.npy --holdout 10000 --nq 1000
     python benchmarks/search.py --n 1000000                     # speed at 1M vectors
 
+Real Matryoshka embeddings, e.g. CIFAR-10 (50k train + 10k test, d = 256, train split first):
+
+    matryoshka train --config configs/cifar10.yaml --out runs/c10 data.holdout=0
+    matryoshka embed runs/c10 --out runs/c10/emb --split all
+    python benchmarks/search.py --embeddings runs/c10/emb/embeddings.npy --holdout 10000 \
+        --funnels "32:200,FULL:10;64:100,FULL:10" --approx "hnsw:64:128:100,FULL:10"
+
 Without ``--embeddings`` the vectors are synthetic: Gaussian clusters whose per-dimension scale
 decays as ``(j + 1) ** -decay``, so early dimensions carry most of the variance, as they do in
 Matryoshka embeddings. With ``--embeddings``, the queries are the last ``--nq`` rows (held out of
