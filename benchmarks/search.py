@@ -12,8 +12,7 @@ Real Matryoshka embeddings, e.g. CIFAR-10 (50k train + 10k test, d = 256, train 
 
     matryoshka train --config configs/cifar10.yaml --out runs/c10 data.holdout=0
     matryoshka embed runs/c10 --out runs/c10/emb --split all
-    python benchmarks/search.py --embeddings runs/c10/emb/embeddings.npy --holdout 10000 \
-        --funnels "32:200,FULL:10;64:100,FULL:10" --approx "hnsw:64:128:100,FULL:10"
+    python benchmarks/search.py --embeddings runs/c10/emb/embeddings.npy --holdout 10000
 
 Without ``--embeddings`` the vectors are synthetic: Gaussian clusters whose per-dimension scale
 decays as ``(j + 1) ** -decay``, so early dimensions carry most of the variance, as they do in
