@@ -94,8 +94,24 @@ def test_resume_refuses_another_model_config(tmp_path):
     cfg = tiny_cfg(tmp_path / "m")
     train(cfg, progress=False, stop_after_epoch=1)
     cfg.model.d = 8
-    with pytest.raises(ValueError, match="another model config"):
+    with pytest.raises(ValueError, match=r"another recipe \(differs in model.d\)"):
         train(cfg, progress=False)
+    cfg.model.d = 16
+    cfg.optim.lr = 0.5
+    with pytest.raises(ValueError, match=r"differs in optim.lr"):
+        train(cfg, progress=False)
+
+
+def test_a_finished_run_is_reused_only_with_the_same_recipe(tmp_path):
+    from matryoshka.train import is_complete
+
+    cfg = tiny_cfg(tmp_path / "m", epochs=1)
+    train(cfg, progress=False)
+    cfg.device = "auto"  # runtime settings may differ
+    assert is_complete(cfg.out_dir, cfg)
+    cfg.epochs = 2
+    with pytest.raises(ValueError, match=r"differs in epochs"):
+        is_complete(cfg.out_dir, cfg)
 
 
 def test_fine_tune_from_ff_with_frozen_backbone(tmp_path):

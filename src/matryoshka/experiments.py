@@ -90,7 +90,7 @@ def method_configs(base: TrainConfig, dims: Sequence[int], methods: Sequence[str
 
 def train_jobs(jobs: dict[str, TrainConfig], progress: bool = True) -> None:
     """Train every job whose model folder is not finished yet (interrupted ones resume)."""
-    todo = {k: c for k, c in jobs.items() if not is_complete(c.out_dir)}
+    todo = {k: c for k, c in jobs.items() if not is_complete(c.out_dir, c)}
     total_epochs = sum(c.epochs for c in todo.values())
     with tqdm(total=total_epochs, desc="train", unit="epoch", disable=not progress) as bar:
         for name, cfg in todo.items():

@@ -24,6 +24,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "config_diff",
 ]
 
 
@@ -155,6 +156,39 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The configuration as plain nested dicts (JSON- and YAML-ready)."""
     return dataclasses.asdict(cfg)
+
+
+# Settings that do not change what a run computes: they may differ between a run and its resume.
+_RUNTIME_KEYS = {"out_dir", "device", "amp", "eval_every", "data.root", "data.cache_dir",
+                 "data.num_workers"}  # fmt: skip
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(saved: TrainConfig, requested: TrainConfig) -> list[str]:
+    """Dotted keys whose values differ in a way that changes training (runtime keys ignored).
+
+    A backbone argument the training loop filled in itself (``in_features`` of the MLP) counts
+    only when the requested config sets it.
+    """
+    a = _flatten(config_to_dict(saved))
+    b = _flatten(config_to_dict(requested))
+    keys = sorted(set(a) | set(b))
+    return [
+        k
+        for k in keys
+        if k not in _RUNTIME_KEYS
+        and not (k.startswith("model.backbone_kwargs.") and k not in b)
+        and a.get(k) != b.get(k)
+    ]
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -31,7 +31,7 @@ from matryoshka.train.checkpoint import (
     read_metrics,
     save_checkpoint,
 )
-from matryoshka.train.config import TrainConfig, config_from_dict, config_to_dict
+from matryoshka.train.config import TrainConfig, config_diff, config_from_dict, config_to_dict
 
 __all__ = ["train", "resolve_device", "is_complete", "load_data", "load_holdout"]
 
@@ -46,10 +46,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def is_complete(out_dir: str) -> bool:
-    """Whether ``out_dir`` holds a finished run (its metrics say all epochs are done)."""
+def is_complete(out_dir: str, cfg: TrainConfig | None = None) -> bool:
+    """Whether ``out_dir`` holds a finished run (its metrics say all epochs are done).
+
+    With ``cfg``, a finished run trained with another recipe is an error, not a silent reuse.
+    """
     metrics = read_metrics(out_dir)
-    return bool(metrics and metrics.get("complete"))
+    if not (metrics and metrics.get("complete")):
+        return False
+    if cfg is not None:
+        _check_same_recipe(out_dir, cfg)
+    return True
+
+
+def _check_same_recipe(out_dir: str, cfg: TrainConfig) -> None:
+    _, saved, _ = load_model(out_dir)
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise ValueError(
+            f"{out_dir} holds a run with another recipe (differs in {', '.join(diff)}); pick "
+            "another out_dir, or start over with resume disabled (--no-resume)"
+        )
 
 
 def _dist_setup(device: torch.device) -> tuple[int, int, bool]:
@@ -331,12 +348,8 @@ def _restore(
     cfg: TrainConfig,
     device: torch.device,
 ) -> tuple[int, list[dict[str, Any]]]:
-    saved, saved_cfg, _ = load_model(cfg.out_dir, device)
-    if config_to_dict(saved_cfg)["model"] != config_to_dict(cfg)["model"]:
-        raise ValueError(
-            f"{cfg.out_dir} holds a run with another model config; pick another out_dir "
-            "or start over with resume disabled (--no-resume)"
-        )
+    _check_same_recipe(cfg.out_dir, cfg)
+    saved, _, _ = load_model(cfg.out_dir, device)
     model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
