@@ -34,6 +34,7 @@ from matryoshka.train import (
     is_complete,
     load_data,
     load_model,
+    read_metrics,
     resolve_device,
     train,
 )
@@ -91,11 +92,15 @@ def method_configs(base: TrainConfig, dims: Sequence[int], methods: Sequence[str
 def train_jobs(jobs: dict[str, TrainConfig], progress: bool = True) -> None:
     """Train every job whose model folder is not finished yet (interrupted ones resume)."""
     todo = {k: c for k, c in jobs.items() if not is_complete(c.out_dir, c)}
-    total_epochs = sum(c.epochs for c in todo.values())
+    total_epochs = sum(c.epochs - _epochs_done(c.out_dir) for c in todo.values())
     with tqdm(total=total_epochs, desc="train", unit="epoch", disable=not progress) as bar:
         for name, cfg in todo.items():
             bar.set_postfix_str(name)
             train(cfg, progress=False, callback=lambda _rec: bar.update(1))
+
+
+def _epochs_done(out_dir: str) -> int:
+    return int((read_metrics(out_dir) or {}).get("epochs_done", 0))
 
 
 def compare_methods(
