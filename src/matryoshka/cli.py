@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the recipe")
     p.set_defaults(func=_cmd_reproduce)
+
+    from matryoshka.index.commands import add_index_commands  # index build, search, plan
+
+    add_index_commands(sub)
     return parser
 
 

@@ -17,6 +17,12 @@ from matryoshka.eval.classification import (
 from matryoshka.eval.embeddings import load_embeddings, save_embeddings
 from matryoshka.eval.gradcam import gradcam_per_size
 from matryoshka.eval.report import load_results, merge_results, results_table, save_results
+from matryoshka.eval.retrieval import (
+    knn_label_accuracy,
+    recall_at_k,
+    retrieval_metrics,
+    run_from_search,
+)
 
 __all__ = [
     "adaptive_classification",
@@ -24,7 +30,11 @@ __all__ = [
     "softmax_confidence",
     "thresholds_for_precision",
     "gradcam_per_size",
+    "knn_label_accuracy",
     "load_embeddings",
+    "recall_at_k",
+    "retrieval_metrics",
+    "run_from_search",
     "save_embeddings",
     "PCABaseline",
     "encode",
