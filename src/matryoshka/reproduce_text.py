@@ -1,0 +1,435 @@
+"""Matryoshka fine-tuning of a sentence encoder, measured at every size: ``reproduce scifact``.
+
+On SciFact (BEIR layout) and STS-B, from one command: the original all-MiniLM-L6-v2 truncated,
+PCA of its corpus embeddings, a plain fine-tune, our Matryoshka fine-tune(s) and
+sentence-transformers' ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` peer, all trained on the
+same pairs for the same steps with the same seed. Each model and each encoded matrix is written
+once into ``out_dir`` and reused, so an interrupted run resumes. Every size is scored from one
+encoded matrix; funnels (shortlist at a short prefix, rerank at full size) are timed on the
+Matryoshka corpus embeddings. Writes ``docs_dir/scifact.md``, its JSON and two plots.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matryoshka._io import atomic_file, write_json, write_text
+from matryoshka.data import default_data_root
+from matryoshka.data.text import beir_train_pairs, load_beir, load_stsb, title_text_pairs
+from matryoshka.eval.report import results_table
+from matryoshka.eval.retrieval import retrieval_metrics, run_from_search
+from matryoshka.eval.text import pca_baseline, retention, retrieval_per_size, sts_per_size
+from matryoshka.index import MatryoshkaIndex, check_funnel
+from matryoshka.models.text import encode_texts, load_sentence_encoder
+from matryoshka.train.text import TextTrainConfig, fit_text, load_text_model, save_text_model
+
+__all__ = ["DEFAULT_FUNNELS", "default_recipes", "funnel_table", "reproduce_scifact"]
+
+DIMS = (16, 32, 64, 128, 256, 384)
+DEFAULT_FUNNELS = (
+    ((16, 400), (384, 10)),
+    ((32, 100), (384, 10)),
+    ((32, 200), (384, 10)),
+    ((32, 400), (384, 10)),
+    ((64, 100), (384, 10)),
+    ((64, 200), (384, 10)),
+    ((32, 400), (128, 50), (384, 10)),
+)
+PAIR_SOURCES = ("train", "train+titles")
+
+
+def default_recipes(base: TextTrainConfig) -> dict[str, TextTrainConfig]:
+    """The three methods on one base recipe: plain, ours (``mrl``) and the peer (``st-peer``).
+
+    Add variants (e.g. ``replace(base, method="mrl", extra={"pairs": "train+titles"})``) to the
+    returned dict to measure a recipe; ``extra["pairs"]`` picks the training pairs, one of
+    ``"train"`` (SciFact's judged train pairs, the default) and ``"train+titles"`` (adds
+    (title, abstract) pairs from the corpus itself).
+    """
+    return {m: replace(base, method=m) for m in ("plain", "mrl", "st-peer")}
+
+
+def _save_npy(path: Path, x: np.ndarray) -> None:
+    with atomic_file(path, "wb") as f:
+        np.save(f, x)
+
+
+def _encode_cached(
+    folder: Path, key: dict[str, Any], model_fn: Any, texts: Mapping[str, list[str]], **enc: Any
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Encode each named list of texts once into ``folder/<name>.npy``; reused when ``key`` matches.
+
+    Returns the arrays (N_i, d) and the seconds each encoding took (when it was done).
+    """
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key and all((folder / f"{n}.npy").is_file() for n in texts):
+            return {n: np.load(folder / f"{n}.npy") for n in texts}, meta["seconds"]
+    model = model_fn()
+    out, seconds = {}, {}
+    for name, items in texts.items():
+        t0 = time.perf_counter()
+        out[name] = encode_texts(model, items, desc=f"encode {folder.name}/{name}", **enc)
+        seconds[name] = time.perf_counter() - t0
+    for name, x in out.items():
+        _save_npy(folder / f"{name}.npy", x)
+    write_json(
+        meta_path, {"key": key, "seconds": seconds, "counts": {n: len(t) for n, t in texts.items()}}
+    )
+    return out, seconds
+
+
+def _pairs(source: str, train_pairs: list, corpus: Mapping) -> list[tuple[str, str]]:
+    if source == "train":
+        return train_pairs
+    if source == "train+titles":
+        return train_pairs + title_text_pairs(corpus)
+    raise ValueError(f"extra['pairs'] must be one of {PAIR_SOURCES}, got {source!r}")
+
+
+def _train_cached(
+    name: str,
+    cfg: TextTrainConfig,
+    folder: Path,
+    model_path: Any,
+    pairs: list,
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train into ``folder`` unless a model trained with exactly ``cfg`` is there already."""
+    want = asdict(cfg)
+    if (folder / "matryoshka.json").is_file():
+        _, meta = load_text_model(folder)  # checks the folder
+        if meta.get("config") != want:
+            have = meta.get("config") or {}
+            diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+            raise ValueError(
+                f"{folder} holds a model {name!r} trained with another recipe (have, want): "
+                f"{diff}; choose another out_dir or delete the folder"
+            )
+        return meta
+    model = load_sentence_encoder(model_path, device=device, max_seq_length=cfg.max_seq_length)
+    log = fit_text(model, pairs, cfg, progress=progress)
+    dims = log["dims"] or list(cfg.dims or DIMS)
+    save_text_model(
+        model, folder, dims, method=cfg.method, name=name, config=want, pairs=len(pairs),
+        steps=log["steps"], seconds=log["seconds"], epochs=log["epochs"], history=log["history"],
+    )  # fmt: skip
+    return json.loads((folder / "matryoshka.json").read_text())
+
+
+def funnel_table(
+    xb: np.ndarray,
+    xq: np.ndarray,
+    doc_ids: Sequence[str],
+    query_ids: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    funnels: Sequence[Sequence[Sequence[int]]],
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """nDCG@10, multiply-adds per query and measured time of full-size search and each funnel.
+
+    Cost of a funnel ``[(m1, k1), (m2, k2), ...]`` per query: ``N m1 + k1 m2 + ...`` multiply-adds
+    (``N d`` for full-size search). Time is the best of ``repeats`` runs over all queries.
+
+    Returns
+    -------
+    list of dict with keys ``funnel``, ``ndcg@10``, ``macs``, ``cost_ratio`` (full / this),
+    ``ms_per_query``, ``speedup`` (full time / this); full-size search first
+    """
+    n, d = xb.shape
+    index = MatryoshkaIndex(d, metric="cosine", precision="float32").add(xb)
+    rows = []
+    for funnel in [None, *funnels]:
+        stages = [(d, 10)] if funnel is None else check_funnel(funnel, d)
+        if stages[-1][1] < 10:
+            raise ValueError(f"a funnel must return at least 10 results for nDCG@10, got {funnel}")
+        macs = n * stages[0][0] + sum(k * m for (_, k), (m, _) in zip(stages, stages[1:]))
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            if funnel is None:
+                D, I = index.search(xq, 10, dim=d)  # noqa: E741
+            else:
+                D, I = index.search(xq, funnel=stages)  # noqa: E741
+            best = min(best, time.perf_counter() - t0)
+        run = run_from_search(D, I, query_ids, doc_ids)
+        rows.append({
+            "funnel": "full" if funnel is None else ",".join(f"{m}:{k}" for m, k in stages),
+            "ndcg@10": retrieval_metrics(qrels, run, (10,))["ndcg@10"],
+            "macs": int(macs),
+            "ms_per_query": 1000 * best / max(1, len(xq)),
+        })  # fmt: skip
+    for r in rows:
+        r["cost_ratio"] = rows[0]["macs"] / r["macs"]
+        r["speedup"] = rows[0]["ms_per_query"] / max(r["ms_per_query"], 1e-9)
+    return rows
+
+
+def _plot(results: list[dict], funnels: list[dict], base: str, png_dir: Path) -> list[str]:
+    try:
+        from matryoshka.viz.plots import _pyplot, plot_accuracy_vs_dim, save_figure
+
+        plt = _pyplot()
+    except ImportError:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_accuracy_vs_dim(results, metric="ndcg@10", ax=ax, title="SciFact test nDCG@10 (%)")
+    save_figure(fig, png_dir / f"{base}_ndcg.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([f["macs"] for f in funnels[1:]], [100 * f["ndcg@10"] for f in funnels[1:]], "o")
+    for f in funnels[1:]:
+        ax.annotate(f["funnel"], (f["macs"], 100 * f["ndcg@10"]), fontsize=7)
+    ax.axhline(100 * funnels[0]["ndcg@10"], color="k", ls="--", label="full-size search")
+    ax.axhline(100 * (funnels[0]["ndcg@10"] - 0.005), color="grey", ls=":", label="full - 0.5")
+    ax.set_xscale("log")
+    ax.set_xlabel("multiply-adds per query")
+    ax.set_ylabel("nDCG@10 (%)")
+    ax.set_title("Funnels on the Matryoshka embeddings")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    save_figure(fig, png_dir / f"{base}_funnel.png")
+    plt.close(fig)
+    return [f"{base}_ndcg.png", f"{base}_funnel.png"]
+
+
+def _report(out: dict[str, Any], pngs: list[str]) -> str:
+    res, sts = out["retrieval"], out["sts"]
+    lines = [
+        "# Matryoshka fine-tuning of all-MiniLM-L6-v2 on SciFact, measured at every size",
+        "",
+        f"Command: `{out['command']}`",
+        "",
+        f"Data: SciFact test ({out['counts']['corpus']} abstracts, {out['counts']['queries']} "
+        f"queries), {out['counts']['train_pairs']} train pairs; STS-B test "
+        f"({out['counts']['sts']} pairs). max_seq_length {out['max_seq_length']}. Every method "
+        "below was trained on the same pairs for the same steps with the same seed, unless its "
+        "row in *Training* says otherwise.",
+        "",
+        "## nDCG@10 (%) on SciFact test",
+        "",
+        results_table(res, metrics=("ndcg@10",)),
+        "Share of each method's own largest-size nDCG@10 (%):",
+        "",
+    ]
+    header = ["size"] + [r["method"] for r in res]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    kept = [retention(r) for r in res]
+    for m in sorted({int(m) for r in res for m in r["dims"]}):
+        lines.append(
+            "| "
+            + " | ".join([str(m)] + [f"{100 * k[m]:.0f}" if m in k else "–" for k in kept])
+            + " |"
+        )
+    lines += [
+        "",
+        "## recall@100 and MAP@100 (%)",
+        "",
+        results_table(res, metrics=("recall@100",)),
+        results_table(res, metrics=("map@100",)),
+        "## STS-B test Spearman (%)",
+        "",
+        results_table(sts, metrics=("spearman",)),
+        "## Funnels (Matryoshka corpus embeddings)",
+        "",
+        f"Method `{out['funnel_method']}`. Cost: multiply-adds per query (N m1 + k1 m2 + ...); "
+        "time: best of 3 over all test queries, exact search, CPU.",
+        "",
+        "| funnel | nDCG@10 (%) | multiply-adds | cost ÷ | ms/query | speed-up |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f in out["funnels"]:
+        lines.append(
+            f"| {f['funnel']} | {100 * f['ndcg@10']:.2f} | {f['macs']:,} | {f['cost_ratio']:.1f}x "
+            f"| {f['ms_per_query']:.3f} | {f['speedup']:.1f}x |"
+        )
+    b = out["benchmark"]
+    lines += [
+        "",
+        "## Cost of evaluating every size",
+        "",
+        f"Encoding corpus and queries once: {b['encode_s']:.1f} s. Scoring 6 sizes: "
+        f"{b['score6_s']:.2f} s; one size: {b['score1_s']:.2f} s. Evaluating six sizes costs "
+        f"{b['ratio']:.3f}x evaluating one.",
+        "",
+        "## Training",
+        "",
+        "| method | loss | pairs | steps | seconds | recipe |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, t in out["training"].items():
+        c = t["config"]
+        recipe = (
+            f"lr {c['lr']}, batch {c['batch_size']}, epochs {c['epochs']}, warm-up "
+            f"{c['warmup_ratio']}, T {c['temperature']}, weights {c['weights']}, distill "
+            f"{c['distill']}, pairs {c['extra'].get('pairs', 'train')}, seed {c['seed']}"
+        )
+        lines.append(
+            f"| {name} | {c['method']} | {t['pairs']} | {t['steps']} | {t['seconds']:.0f} "
+            f"| {recipe} |"
+        )
+    lines.append("")
+    lines += [f"![{p}]({p})" for p in pngs]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_scifact(
+    out_dir: str | Path = "runs/scifact",
+    docs_dir: str | Path = "docs/results",
+    data_dir: str | Path | None = None,
+    stsb_dir: str | Path | None = None,
+    model: str | Path | None = None,
+    dims: Sequence[int] = DIMS,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    max_seq_length: int = 256,
+    seed: int = 42,
+    recipes: Mapping[str, TextTrainConfig] | None = None,
+    funnels: Sequence[Sequence[Sequence[int]]] = DEFAULT_FUNNELS,
+    funnel_method: str = "mrl",
+    encode_batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the whole SciFact/STS-B comparison and write ``docs_dir/scifact.md``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Models (``models/<name>``), encoded matrices (``emb/<name>``) and ``results.json``.
+    docs_dir : path
+        Where ``scifact.md``, ``scifact.json`` and the plots go.
+    data_dir, stsb_dir : path, optional
+        SciFact in BEIR layout and the STS-B folder (default ``$MATRYOSHKA_DATA/scifact`` and
+        ``$MATRYOSHKA_DATA/stsb``).
+    model : str or path, optional
+        The encoder to start from (default the packaged all-MiniLM-L6-v2).
+    dims, epochs, max_steps, batch_size, lr, max_seq_length, seed
+        The base recipe shared by every method (the issue's peer recipe by default).
+    recipes : dict of name -> TextTrainConfig, optional
+        Methods to train (default :func:`default_recipes` of the base recipe).
+    funnels : list of funnels
+        Timed on the corpus embeddings of ``funnel_method``.
+
+    Returns
+    -------
+    dict
+        Everything written to ``scifact.json``: ``retrieval`` and ``sts`` result lists,
+        ``funnels``, ``benchmark``, ``training``.
+    """
+    out_dir, docs_dir = Path(out_dir), Path(docs_dir)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_root("scifact")
+    stsb_dir = Path(stsb_dir) if stsb_dir is not None else default_data_root("stsb")
+    command = command or " ".join(shlex.quote(a) for a in ["matryoshka", *sys.argv[1:]])
+    base = TextTrainConfig(
+        dims=list(dims), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        max_seq_length=max_seq_length, seed=seed,
+    )  # fmt: skip
+    recipes = dict(recipes) if recipes is not None else default_recipes(base)
+    if funnel_method not in recipes and funnel_method != "original":
+        raise ValueError(f"funnel_method {funnel_method!r} is not one of {list(recipes)}")
+
+    test = load_beir(data_dir, "test")
+    train_pairs = beir_train_pairs(data_dir, "train")
+    sts = load_stsb(stsb_dir, "test")
+    texts = {
+        "corpus": test.doc_texts(),
+        "queries": test.query_texts(),
+        "sts1": sts.sentences1,
+        "sts2": sts.sentences2,
+    }
+    enc = {"batch_size": encode_batch_size, "progress": progress}
+
+    def evaluate(name: str, folder: Any) -> tuple[dict, dict, dict[str, np.ndarray], dict]:
+        key = {"model": str(folder), "max_seq_length": max_seq_length, "data": str(data_dir)}
+        if name != "original":
+            key["config"] = json.loads((Path(folder) / "matryoshka.json").read_text())["config"]
+        X, seconds = _encode_cached(
+            out_dir / "emb" / name, key,
+            lambda: load_sentence_encoder(folder, device=device, max_seq_length=max_seq_length),
+            texts, **enc,
+        )  # fmt: skip
+        r = retrieval_per_size(
+            X["corpus"], X["queries"], test.doc_ids, test.query_ids, test.qrels, dims, name
+        )
+        s = sts_per_size(X["sts1"], X["sts2"], sts.scores, dims, name)
+        return r, s, X, seconds
+
+    retrieval, similarity, matrices = [], [], {}
+    r, s, X0, enc_s = evaluate("original", model)
+    retrieval.append(r)
+    similarity.append(s)
+    matrices["original"] = X0
+    # the benchmark line: scoring is what grows with the number of sizes; encoding is done once
+    t0 = time.perf_counter()
+    retrieval_per_size(X0["corpus"], X0["queries"], test.doc_ids, test.query_ids, test.qrels, dims)
+    score6 = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    retrieval_per_size(
+        X0["corpus"], X0["queries"], test.doc_ids, test.query_ids, test.qrels, [dims[-1]]
+    )
+    score1 = time.perf_counter() - t0
+    encode_s = enc_s["corpus"] + enc_s["queries"]
+    benchmark = {
+        "encode_s": encode_s,
+        "score6_s": score6,
+        "score1_s": score1,
+        "ratio": (encode_s + score6) / (encode_s + score1),
+    }
+    pb, pq, p1, p2 = pca_baseline(X0["corpus"], X0["corpus"], X0["queries"], X0["sts1"], X0["sts2"])
+    pca_dims = [m for m in dims if m <= pb.shape[1]]  # PCA has min(N, d) components
+    retrieval.append(
+        retrieval_per_size(pb, pq, test.doc_ids, test.query_ids, test.qrels, pca_dims, "pca")
+    )
+    similarity.append(sts_per_size(p1, p2, sts.scores, pca_dims, "pca"))
+
+    training = {}
+    for name, cfg in recipes.items():
+        pairs = _pairs(cfg.extra.get("pairs", "train"), train_pairs, test.corpus)
+        folder = out_dir / "models" / name
+        meta = _train_cached(name, cfg, folder, model, pairs, device, progress)
+        training[name] = {k: meta[k] for k in ("config", "pairs", "steps", "seconds", "epochs")}
+        r, s, X, _ = evaluate(name, folder)
+        retrieval.append(r)
+        similarity.append(s)
+        matrices[name] = X
+
+    Xf = matrices[funnel_method]
+    funnel_rows = funnel_table(
+        Xf["corpus"], Xf["queries"], test.doc_ids, test.query_ids, test.qrels, funnels
+    )
+    out = {
+        "command": command,
+        "max_seq_length": max_seq_length,
+        "counts": {
+            "corpus": len(test.corpus),
+            "queries": len(test.queries),
+            "train_pairs": len(train_pairs),
+            "sts": len(sts),
+        },
+        "retrieval": retrieval,
+        "sts": similarity,
+        "funnel_method": funnel_method,
+        "funnels": funnel_rows,
+        "benchmark": benchmark,
+        "training": training,
+    }
+    write_json(out_dir / "results.json", out)
+    pngs = _plot(retrieval, funnel_rows, "scifact", docs_dir)
+    write_json(docs_dir / "scifact.json", out)
+    write_text(docs_dir / "scifact.md", _report(out, pngs))
+    return out

@@ -1,0 +1,82 @@
+"""``reproduce_scifact`` end to end at toy size: tiny BEIR and STS-B files, one training step."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+
+from matryoshka.reproduce_text import default_recipes, funnel_table, reproduce_scifact  # noqa: E402
+from matryoshka.train.text import TextTrainConfig  # noqa: E402
+
+TOPICS = ["cats", "rain", "football", "bread", "planets", "guitars", "rivers", "chess", "tea"]
+
+
+def toy_data(root):
+    beir, sts = root / "beir", root / "stsb"
+    (beir / "qrels").mkdir(parents=True)
+    sts.mkdir()
+    with open(beir / "corpus.jsonl", "w") as f:
+        for i, t in enumerate(TOPICS):
+            for j, angle in enumerate(("history", "science")):
+                doc = {
+                    "_id": f"d{i}{j}",
+                    "title": f"{t} {angle}",
+                    "text": f"On the {angle} of {t}.",
+                }
+                f.write(json.dumps(doc) + "\n")
+    with open(beir / "queries.jsonl", "w") as f:
+        for i, t in enumerate(TOPICS):
+            f.write(json.dumps({"_id": f"q{i}", "text": f"tell me about {t}"}) + "\n")
+    head = "query-id\tcorpus-id\tscore\n"
+    (beir / "qrels" / "test.tsv").write_text(head + "".join(f"q{i}\td{i}0\t1\n" for i in range(3)))
+    (beir / "qrels" / "train.tsv").write_text(
+        head + "".join(f"q{i}\td{i}{j}\t1\n" for i in range(3, 9) for j in range(2))
+    )
+    rows = [f"g\tf\t2012\t{i}\t{i * 0.8:.1f}\ta {t}\tsome {t}\n" for i, t in enumerate(TOPICS[:6])]
+    (sts / "sts-test.csv").write_text("".join(rows))
+    return beir, sts
+
+
+def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
+    beir, sts = toy_data(tmp_path)
+    kw = dict(
+        out_dir=tmp_path / "run", docs_dir=tmp_path / "docs", data_dir=beir, stsb_dir=sts,
+        dims=(16, 64, 384), max_steps=1, batch_size=4, max_seq_length=16,
+        funnels=[((16, 12), (384, 10))], progress=False, command="matryoshka reproduce scifact",
+    )  # fmt: skip
+    out = reproduce_scifact(**kw)
+    methods = [r["method"] for r in out["retrieval"]]
+    assert methods == ["original", "pca", "plain", "mrl", "st-peer"]
+    assert [r["method"] for r in out["sts"]] == methods
+    assert sorted(out["retrieval"][1]["dims"]) == [16]  # PCA of 18 documents: 18 components
+    for r in out["retrieval"][:1] + out["retrieval"][2:]:
+        assert sorted(r["dims"]) == [16, 64, 384]
+        assert 0.0 <= r["dims"][384]["ndcg@10"] <= 1.0
+    assert out["training"]["mrl"]["pairs"] == 12 and out["training"]["mrl"]["steps"] == 1
+    assert [f["funnel"] for f in out["funnels"]] == ["full", "16:12,384:10"]
+    assert out["funnels"][1]["macs"] == 18 * 16 + 12 * 384
+    md = (tmp_path / "docs" / "scifact.md").read_text()
+    assert "matryoshka reproduce scifact" in md and "| 384 |" in md and "st-peer" in md
+    assert json.loads((tmp_path / "docs" / "scifact.json").read_text())["counts"]["queries"] == 3
+
+    again = reproduce_scifact(**kw)  # resumes: no training, the same numbers
+    assert again["retrieval"] == out["retrieval"] and again["training"] == out["training"]
+    recipes = default_recipes(TextTrainConfig(dims=[16, 64, 384], max_steps=1, batch_size=4))
+    recipes["mrl"] = replace(recipes["mrl"], lr=1e-3, max_seq_length=16)
+    with pytest.raises(ValueError, match="trained with another recipe"):
+        reproduce_scifact(**kw, recipes=recipes)
+
+
+def test_funnel_table_matches_full_search_when_shortlist_is_everything():
+    rng = np.random.default_rng(0)
+    xb = rng.normal(size=(40, 32)).astype(np.float32)
+    xq = xb[:5] + 0.01
+    ids = [str(i) for i in range(40)]
+    qrels = {f"q{i}": {str(i): 1} for i in range(5)}
+    rows = funnel_table(xb, xq, ids, list(qrels), qrels, [((8, 40), (32, 10))], repeats=1)
+    assert rows[0]["funnel"] == "full" and rows[0]["macs"] == 40 * 32
+    assert rows[1]["ndcg@10"] == pytest.approx(rows[0]["ndcg@10"])
+    assert rows[1]["macs"] == 40 * 8 + 40 * 32 and rows[1]["cost_ratio"] < 1
