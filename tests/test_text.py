@@ -39,6 +39,7 @@ from matryoshka.models.text import (  # noqa: E402
 )
 from matryoshka.train.text import (  # noqa: E402
     TextTrainConfig,
+    fit_st_trainer,
     fit_text,
     load_text_model,
     no_duplicate_batches,
@@ -267,10 +268,24 @@ def test_config_and_pairs_errors(encoder):
         TextTrainConfig(warmup_ratio=1.5).check()
     with pytest.raises(ValueError, match="distill applies to method 'mrl' only"):
         TextTrainConfig(method="plain", distill=1.0).check()
+    with pytest.raises(ValueError, match="trainer 'sentence-transformers' runs method 'st-peer'"):
+        TextTrainConfig(method="mrl", trainer="sentence-transformers").check()
+    with pytest.raises(ValueError, match="fit_st_trainer trains method 'st-peer' only"):
+        fit_st_trainer(encoder, PAIRS, TextTrainConfig(method="mrl"))
     with pytest.raises(ValueError, match=r"pairs\[1\] must be two non-empty strings"):
         fit_text(encoder, [("a", "b"), ("c", "")], TextTrainConfig(), progress=False)
     with pytest.raises(ValueError, match="at most d=384"):
         fit_text(encoder, PAIRS, TextTrainConfig(dims=[16, 512]), progress=False)
+
+
+def test_st_trainer_needs_datasets_and_accelerate(encoder):
+    from sentence_transformers.util import is_training_available
+
+    if is_training_available():
+        pytest.skip("datasets and accelerate are installed")
+    cfg = TextTrainConfig(method="st-peer", trainer="sentence-transformers", max_steps=1)
+    with pytest.raises(ImportError, match="pip install datasets accelerate"):
+        fit_text(encoder, PAIRS, cfg, progress=False)
 
 
 def test_peer_loss_is_our_loss_summed_over_sizes(encoder):

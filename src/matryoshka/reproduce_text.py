@@ -275,6 +275,8 @@ def _report(out: dict[str, Any], pngs: list[str]) -> str:
             f"{c['warmup_ratio']}, T {c['temperature']}, weights {c['weights']}, distill "
             f"{c['distill']}, pairs {c['extra'].get('pairs', 'train')}, seed {c['seed']}"
         )
+        if c.get("trainer", "loop") != "loop":
+            recipe += f", trainer {c['trainer']}"
         lines.append(
             f"| {name} | {c['method']} | {t['pairs']} | {t['steps']} | {t['seconds']:.0f} "
             f"| {recipe} |"

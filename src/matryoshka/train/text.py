@@ -82,6 +82,7 @@ class TextTrainConfig:
     no_duplicates: bool = True
     max_grad_norm: float = 1.0
     seed: int = 42
+    trainer: str = "loop"  # "loop" (ours, every method) or "sentence-transformers" ("st-peer")
     extra: dict[str, Any] = field(default_factory=dict)  # free notes (e.g. which pairs)
 
     def check(self) -> None:
@@ -103,6 +104,14 @@ class TextTrainConfig:
             raise ValueError(f"distill must be non-negative, got {self.distill}")
         if self.distill and self.method != "mrl":
             raise ValueError(f"distill applies to method 'mrl' only, not {self.method!r}")
+        if self.trainer not in ("loop", "sentence-transformers"):
+            raise ValueError(
+                f"trainer must be 'loop' or 'sentence-transformers', got {self.trainer!r}"
+            )
+        if self.trainer == "sentence-transformers" and self.method != "st-peer":
+            raise ValueError(
+                f"trainer 'sentence-transformers' runs method 'st-peer' only, not {self.method!r}"
+            )
 
 
 def _check_pairs(pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[str, str]]:
@@ -222,7 +231,8 @@ def fit_text(
     pairs : sequence of (str, str)
         E.g. (query, relevant document) from :func:`matryoshka.data.text.beir_train_pairs`.
     cfg : TextTrainConfig
-        ``cfg.method`` picks the loss: ``"mrl"``, ``"plain"`` or ``"st-peer"``.
+        ``cfg.method`` picks the loss: ``"mrl"``, ``"plain"`` or ``"st-peer"``;
+        ``cfg.trainer="sentence-transformers"`` hands ``"st-peer"`` to :func:`fit_st_trainer`.
     progress : bool
         Show a progress bar with the loss.
 
@@ -234,6 +244,8 @@ def fit_text(
         criterion) for ``"mrl"`` and ``"plain"``.
     """
     cfg.check()
+    if cfg.trainer == "sentence-transformers":
+        return fit_st_trainer(model, pairs, cfg, progress=progress)
     pairs = _check_pairs(pairs, cfg.batch_size)
     d = model.get_embedding_dimension()
     dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
@@ -379,8 +391,12 @@ def fit_st_trainer(
     Returns
     -------
     dict
-        ``{"method": "st-peer-trainer", "dims", "steps", "seconds", "history"}``
+        ``{"method": "st-peer", "trainer": "sentence-transformers", "dims", "steps", "seconds",
+        "history", "epochs": []}``
     """
+    cfg.check()
+    if cfg.method != "st-peer":
+        raise ValueError(f"fit_st_trainer trains method 'st-peer' only, not {cfg.method!r}")
     st = require_sentence_transformers()
     from sentence_transformers.util import is_training_available
 
@@ -391,7 +407,6 @@ def fit_st_trainer(
         )
     from datasets import Dataset
 
-    cfg.check()
     pairs = _check_pairs(pairs, cfg.batch_size)
     d = model.get_embedding_dimension()
     dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
@@ -427,10 +442,12 @@ def fit_st_trainer(
         history = [r for r in trainer.state.log_history if "loss" in r]
     model.eval()
     return {
-        "method": "st-peer-trainer",
+        "method": "st-peer",
+        "trainer": "sentence-transformers",
         "dims": list(dims),
         "steps": int(out_state.global_step),
         "seconds": time.perf_counter() - t0,
         "history": history,
+        "epochs": [],
         "config": asdict(cfg),
     }
