@@ -11,6 +11,7 @@ Matryoshka corpus embeddings. Writes ``docs_dir/scifact.md``, its JSON and two p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
@@ -56,6 +57,14 @@ def default_recipes(base: TextTrainConfig) -> dict[str, TextTrainConfig]:
     (title, abstract) pairs from the corpus itself).
     """
     return {m: replace(base, method=m) for m in ("plain", "mrl", "st-peer")}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _save_npy(path: Path, x: np.ndarray) -> None:
@@ -358,8 +367,9 @@ def reproduce_scifact(
 
     def evaluate(name: str, folder: Any) -> tuple[dict, dict, dict[str, np.ndarray], dict]:
         key = {"model": str(folder), "max_seq_length": max_seq_length, "data": str(data_dir)}
-        if name != "original":
+        if name != "original":  # a retrained model (same recipe, new weights) is re-encoded
             key["config"] = json.loads((Path(folder) / "matryoshka.json").read_text())["config"]
+            key["weights_sha256"] = _sha256(Path(folder) / "model.safetensors")
         X, seconds = _encode_cached(
             out_dir / "emb" / name, key,
             lambda: load_sentence_encoder(folder, device=device, max_seq_length=max_seq_length),
