@@ -274,6 +274,9 @@ def test_config_and_pairs_errors(encoder):
         fit_st_trainer(encoder, PAIRS, TextTrainConfig(method="mrl"))
     with pytest.raises(ValueError, match=r"pairs\[1\] must be two non-empty strings"):
         fit_text(encoder, [("a", "b"), ("c", "")], TextTrainConfig(), progress=False)
+    same = [("one query", "doc a"), ("one query", "doc b"), ("one query", "doc c")]
+    with pytest.raises(ValueError, match="no batch of at least 2 pairs without repeated texts"):
+        fit_text(encoder, same, TextTrainConfig(max_steps=1), progress=False)
     with pytest.raises(ValueError, match="at most d=384"):
         fit_text(encoder, PAIRS, TextTrainConfig(dims=[16, 512]), progress=False)
 

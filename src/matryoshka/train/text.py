@@ -324,11 +324,15 @@ def fit_text(
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             rows = history[first:]
-            if rows:
-                keys = [k for k in rows[0] if k == "loss" or k.startswith(("loss@", "distill"))]
-                epochs.append(
-                    {"epoch": epoch, **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+            if not rows:
+                raise ValueError(
+                    "no batch of at least 2 pairs without repeated texts: every pair shares a "
+                    "text with all others; add distinct pairs or set no_duplicates=False"
                 )
+            keys = [k for k in rows[0] if k == "loss" or k.startswith(("loss@", "distill"))]
+            epochs.append(
+                {"epoch": epoch, **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+            )
             epoch += 1
     finally:
         bar.close()
