@@ -8,7 +8,12 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from matryoshka.reproduce_text import default_recipes, funnel_table, reproduce_scifact  # noqa: E402
+from matryoshka.reproduce_text import (  # noqa: E402
+    default_recipes,
+    funnel_table,
+    parse_recipe,
+    reproduce_scifact,
+)
 from matryoshka.train.text import TextTrainConfig  # noqa: E402
 
 TOPICS = ["cats", "rain", "football", "bread", "planets", "guitars", "rivers", "chess", "tea"]
@@ -80,3 +85,31 @@ def test_funnel_table_matches_full_search_when_shortlist_is_everything():
     assert rows[0]["funnel"] == "full" and rows[0]["macs"] == 40 * 32
     assert rows[1]["ndcg@10"] == pytest.approx(rows[0]["ndcg@10"])
     assert rows[1]["macs"] == 40 * 8 + 40 * 32 and rows[1]["cost_ratio"] < 1
+
+
+def test_parse_recipe():
+    base = TextTrainConfig(dims=[16, 64, 384])
+    name, cfg = parse_recipe("mrl-w:method=mrl,weights=4/2/1,lr=4e-5,pairs=train+titles", base)
+    assert name == "mrl-w" and cfg.weights == [4.0, 2.0, 1.0] and cfg.lr == 4e-5
+    assert cfg.extra == {"pairs": "train+titles"} and base.extra == {}
+    _, cfg = parse_recipe("p:method=plain,symmetric=true,max_steps=none,epochs=3", base)
+    assert cfg.symmetric is True and cfg.max_steps is None and cfg.epochs == 3
+    with pytest.raises(ValueError, match="unknown key 'lrate'; valid keys"):
+        parse_recipe("x:lrate=1", base)
+    with pytest.raises(ValueError, match="bad value 'fast' for lr"):
+        parse_recipe("x:lr=fast", base)
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        parse_recipe("x:pairs=all", base)
+    with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
+        parse_recipe("just-a-name", base)
+    with pytest.raises(ValueError, match="method must be one of"):
+        parse_recipe("x:method=ours", base)
+
+
+def test_bad_recipe_fails_before_any_training(tmp_path):
+    beir, sts = toy_data(tmp_path)
+    _, bad = parse_recipe("w:method=mrl,weights=1/1", TextTrainConfig(dims=[16, 64, 384]))
+    recipes = {"plain": TextTrainConfig(method="plain"), "w": bad}
+    with pytest.raises(ValueError, match="one value per size"):
+        reproduce_scifact(tmp_path / "run", tmp_path / "docs", beir, sts, recipes=recipes)
+    assert not (tmp_path / "run" / "models").exists()

@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from matryoshka._io import atomic_file, write_json, write_text
 from matryoshka.data import default_data_root
 from matryoshka.data.text import beir_train_pairs, load_beir, load_stsb, title_text_pairs
+from matryoshka.dims import validate_dims, validate_weights
 from matryoshka.eval.report import results_table
 from matryoshka.eval.retrieval import retrieval_metrics, run_from_search
 from matryoshka.eval.text import pca_baseline, retention, retrieval_per_size, sts_per_size
@@ -33,7 +34,13 @@ from matryoshka.index import MatryoshkaIndex, check_funnel
 from matryoshka.models.text import encode_texts, load_sentence_encoder
 from matryoshka.train.text import TextTrainConfig, fit_text, load_text_model, save_text_model
 
-__all__ = ["DEFAULT_FUNNELS", "default_recipes", "funnel_table", "reproduce_scifact"]
+__all__ = [
+    "DEFAULT_FUNNELS",
+    "default_recipes",
+    "funnel_table",
+    "parse_recipe",
+    "reproduce_scifact",
+]
 
 DIMS = (16, 32, 64, 128, 256, 384)
 DEFAULT_FUNNELS = (
@@ -57,6 +64,55 @@ def default_recipes(base: TextTrainConfig) -> dict[str, TextTrainConfig]:
     (title, abstract) pairs from the corpus itself).
     """
     return {m: replace(base, method=m) for m in ("plain", "mrl", "st-peer")}
+
+
+def parse_recipe(spec: str, base: TextTrainConfig) -> tuple[str, TextTrainConfig]:
+    """A named recipe from the command line: ``NAME:KEY=VALUE,KEY=VALUE,...`` over ``base``.
+
+    Keys are :class:`TextTrainConfig` fields plus ``pairs`` (one of ``PAIR_SOURCES``); list
+    values are separated by ``/``. Example: ``mrl-w:method=mrl,weights=4/2/1/1/1/1,lr=4e-5``.
+    """
+    name, _, body = spec.partition(":")
+    if not name or not body:
+        raise ValueError(f"a recipe looks like NAME:KEY=VALUE,..., got {spec!r}")
+    types = {f.name: f.type for f in fields(TextTrainConfig)}
+    changes: dict[str, Any] = {}
+    extra = dict(base.extra)
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not value:
+            raise ValueError(f"recipe {name!r}: expected KEY=VALUE, got {item!r}")
+        if key == "pairs":
+            if value not in PAIR_SOURCES:
+                raise ValueError(
+                    f"recipe {name!r}: pairs must be one of {PAIR_SOURCES}, got {value!r}"
+                )
+            extra["pairs"] = value
+            continue
+        if key not in types or key == "extra":
+            valid = sorted(k for k in types if k != "extra") + ["pairs"]
+            raise ValueError(f"recipe {name!r}: unknown key {key!r}; valid keys: {valid}")
+        kind = str(types[key])
+        try:
+            if key in ("dims", "weights"):
+                cast = int if key == "dims" else float
+                changes[key] = [cast(v) for v in value.split("/")]
+            elif kind.startswith("bool"):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                changes[key] = value.lower() in ("true", "1")
+            elif kind.startswith("int"):
+                changes[key] = None if value == "none" else int(value)
+            elif kind.startswith("float"):
+                changes[key] = float(value)
+            else:
+                changes[key] = value
+        except ValueError:
+            raise ValueError(f"recipe {name!r}: bad value {value!r} for {key} ({kind})") from None
+    cfg = replace(base, **changes, extra=extra)
+    cfg.check()
+    return name, cfg
 
 
 def _sha256(path: Path) -> str:
@@ -351,6 +407,11 @@ def reproduce_scifact(
         max_seq_length=max_seq_length, seed=seed,
     )  # fmt: skip
     recipes = dict(recipes) if recipes is not None else default_recipes(base)
+    for cfg in recipes.values():  # fail before any training, not after an hour of it
+        cfg.check()
+        if cfg.method != "plain":
+            validate_weights(cfg.weights, validate_dims(cfg.dims or dims, dims[-1]))
+        _pairs(cfg.extra.get("pairs", "train"), [], {})
     if funnel_method not in recipes and funnel_method != "original":
         raise ValueError(f"funnel_method {funnel_method!r} is not one of {list(recipes)}")
 
