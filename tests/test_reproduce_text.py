@@ -108,8 +108,9 @@ def test_parse_recipe():
 
 def test_bad_recipe_fails_before_any_training(tmp_path):
     beir, sts = toy_data(tmp_path)
-    _, bad = parse_recipe("w:method=mrl,weights=1/1", TextTrainConfig(dims=[16, 64, 384]))
-    recipes = {"plain": TextTrainConfig(method="plain"), "w": bad}
+    kw = dict(out_dir=tmp_path / "run", docs_dir=tmp_path / "docs", data_dir=beir, stsb_dir=sts)
     with pytest.raises(ValueError, match="one value per size"):
-        reproduce_scifact(tmp_path / "run", tmp_path / "docs", beir, sts, recipes=recipes)
+        reproduce_scifact(**kw, extra_recipes=["w:method=mrl,weights=1/1"])
+    with pytest.raises(ValueError, match="recipe name 'mrl' is taken"):
+        reproduce_scifact(**kw, extra_recipes=["mrl:lr=1e-4"])
     assert not (tmp_path / "run" / "models").exists()

@@ -365,6 +365,7 @@ def reproduce_scifact(
     max_seq_length: int = 256,
     seed: int = 42,
     recipes: Mapping[str, TextTrainConfig] | None = None,
+    extra_recipes: Sequence[str] = (),
     funnels: Sequence[Sequence[Sequence[int]]] = DEFAULT_FUNNELS,
     funnel_method: str = "mrl",
     encode_batch_size: int = 64,
@@ -389,6 +390,9 @@ def reproduce_scifact(
         The base recipe shared by every method (the issue's peer recipe by default).
     recipes : dict of name -> TextTrainConfig, optional
         Methods to train (default :func:`default_recipes` of the base recipe).
+    extra_recipes : sequence of str
+        More recipes as ``NAME:KEY=VALUE,...`` over the base recipe (:func:`parse_recipe`),
+        e.g. ``"mrl-titles:method=mrl,pairs=train+titles"`` from ``--recipe`` on the command line.
     funnels : list of funnels
         Timed on the corpus embeddings of ``funnel_method``.
 
@@ -407,6 +411,11 @@ def reproduce_scifact(
         max_seq_length=max_seq_length, seed=seed,
     )  # fmt: skip
     recipes = dict(recipes) if recipes is not None else default_recipes(base)
+    for spec in extra_recipes:
+        name, cfg = parse_recipe(spec, base)
+        if name in recipes:
+            raise ValueError(f"recipe name {name!r} is taken; choose another")
+        recipes[name] = cfg
     for cfg in recipes.values():  # fail before any training, not after an hour of it
         cfg.check()
         if cfg.method != "plain":
