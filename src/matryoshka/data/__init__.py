@@ -25,8 +25,30 @@ from matryoshka.data.images import (
     normalize,
     random_crop_flip,
 )
+from matryoshka.data.text import (
+    BeirDataset,
+    StsPairs,
+    beir_train_pairs,
+    doc_text,
+    load_beir,
+    load_corpus,
+    load_qrels,
+    load_queries,
+    load_stsb,
+    title_text_pairs,
+)
 
 __all__ = [
+    "BeirDataset",
+    "StsPairs",
+    "beir_train_pairs",
+    "doc_text",
+    "load_beir",
+    "load_corpus",
+    "load_qrels",
+    "load_queries",
+    "load_stsb",
+    "title_text_pairs",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DATASETS",

@@ -23,8 +23,22 @@ from matryoshka.eval.retrieval import (
     retrieval_metrics,
     run_from_search,
 )
+from matryoshka.eval.text import (
+    pca_baseline,
+    prefix_cosine,
+    retention,
+    retrieval_per_size,
+    spearman,
+    sts_per_size,
+)
 
 __all__ = [
+    "pca_baseline",
+    "prefix_cosine",
+    "retention",
+    "retrieval_per_size",
+    "spearman",
+    "sts_per_size",
     "adaptive_classification",
     "cascade",
     "softmax_confidence",

@@ -8,5 +8,16 @@ from matryoshka.models.backbones import (
     build_backbone,
     resnet,
 )
+from matryoshka.models.text import encode_texts, load_sentence_encoder, minilm_path
 
-__all__ = ["BACKBONES", "MLP", "SmallCNN", "backbone_blocks", "build_backbone", "resnet"]
+__all__ = [
+    "encode_texts",
+    "load_sentence_encoder",
+    "minilm_path",
+    "BACKBONES",
+    "MLP",
+    "SmallCNN",
+    "backbone_blocks",
+    "build_backbone",
+    "resnet",
+]

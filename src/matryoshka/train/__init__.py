@@ -13,8 +13,24 @@ from matryoshka.train.config import (
     load_config,
 )
 from matryoshka.train.loop import is_complete, load_data, load_holdout, resolve_device, train
+from matryoshka.train.text import (
+    TEXT_METHODS,
+    TextTrainConfig,
+    fit_st_trainer,
+    fit_text,
+    load_text_model,
+    no_duplicate_batches,
+    save_text_model,
+)
 
 __all__ = [
+    "TEXT_METHODS",
+    "TextTrainConfig",
+    "fit_st_trainer",
+    "fit_text",
+    "load_text_model",
+    "no_duplicate_batches",
+    "save_text_model",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
