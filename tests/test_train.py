@@ -162,3 +162,17 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert metrics["complete"] and metrics["epochs_done"] == 2
     assert metrics["history"][-1]["test_top1"]["16"] > 0.5
     assert Path(out / "model.safetensors").is_file()
+
+
+def test_loss_reduction_sum_is_the_papers_sum_over_sizes(tmp_path):
+    from matryoshka.train.loop import _loss_weights
+
+    cfg = tiny_cfg(tmp_path / "m")
+    assert _loss_weights(cfg, 3) == [3.0, 3.0, 3.0]  # MatryoshkaLoss averages: x K = sum
+    cfg.loss_weights = [1.0, 0.5, 2.0]
+    assert _loss_weights(cfg, 3) == [3.0, 1.5, 6.0]
+    cfg.loss_reduction = "mean"
+    assert _loss_weights(cfg, 3) == [1.0, 0.5, 2.0]
+    cfg.loss_reduction = "max"
+    with pytest.raises(ValueError, match="loss_reduction must be 'sum' or 'mean', got 'max'"):
+        _loss_weights(cfg, 3)

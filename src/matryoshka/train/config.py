@@ -73,6 +73,7 @@ class TrainConfig:
     batch_size: int = 128  # global batch, split across DDP processes
     label_smoothing: float = 0.0
     loss_weights: list[float] | None = None  # one per size; None = all 1
+    loss_reduction: str = "sum"  # sum (the paper's: sum_k w_k L_k) | mean ((1/K) sum_k w_k L_k)
     init_from: str | None = None  # a model folder to start from (fine-tuning)
     trainable: str = "all"  # all | head | last<k> (the last k backbone blocks and the head)
     seed: int = 0

@@ -145,6 +145,21 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+def _loss_weights(cfg: TrainConfig, K: int) -> list[float]:
+    """Per-size weights for :class:`MatryoshkaLoss`, which averages over sizes.
+
+    ``sum`` multiplies them by K, so the total is the paper's sum over sizes: each size's head
+    then learns at the rate a lone head would, and the backbone gets every size's gradient.
+    Averaging instead gives each head 1/K of that, which trains the heads K times slower.
+    """
+    weights = list(cfg.loss_weights) if cfg.loss_weights is not None else [1.0] * K
+    if cfg.loss_reduction == "sum":
+        return [w * K for w in weights]
+    if cfg.loss_reduction == "mean":
+        return weights
+    raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {cfg.loss_reduction!r}")
+
+
 def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.name == "sgd":
@@ -231,7 +246,7 @@ def train(
         criterion = MatryoshkaLoss(
             nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
             model.head.dims,
-            cfg.loss_weights,
+            _loss_weights(cfg, len(model.head.dims)),
         )
 
         start_epoch, history = 0, []
