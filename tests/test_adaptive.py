@@ -4,6 +4,7 @@ import pytest
 from matryoshka.eval import (
     adaptive_classification,
     cascade,
+    select_operating_point,
     softmax_confidence,
     thresholds_for_precision,
 )
@@ -49,10 +50,27 @@ def test_adaptive_classification_trades_size_for_accuracy():
         logits[np.arange(N), k, y] += strength * rng.random(N) * 2
     half = N // 2
     res = adaptive_classification(logits[:half], y[:half], logits[half:], y[half:], dims)
-    pts = res["points"]
-    assert [p["precision"] for p in pts] == sorted(p["precision"] for p in pts)
-    sizes = [p["expected_size"] for p in pts]
+    first = [p for p in res["points"] if p["start"] == 8]
+    assert [p["precision"] for p in first] == sorted(p["precision"] for p in first)
+    sizes = [p["expected_size"] for p in first]
     assert sizes[0] < sizes[-1]  # stricter targets use larger sizes
     assert all(8 <= s <= 32 for s in sizes)
-    assert pts[-1]["top1"] >= pts[0]["top1"]
+    assert first[-1]["top1"] >= first[0]["top1"]
     assert set(res["fixed"]) == set(dims)
+    assert len(res["points"]) == 3 * len(first)
+    # starting at 32 means every example is answered at 32
+    assert all(p["expected_size"] == 32 for p in res["points"] if p["start"] == 32)
+    front = res["front"]
+    assert [p["expected_size"] for p in front] == sorted(p["expected_size"] for p in front)
+    assert all(a["top1"] < b["top1"] for a, b in zip(front, front[1:]))
+
+
+def test_select_operating_point_uses_held_out_numbers_only():
+    points = [
+        {"holdout_top1": 0.90, "holdout_expected_size": 10.0, "top1": 0.99, "expected_size": 5},
+        {"holdout_top1": 0.95, "holdout_expected_size": 20.0, "top1": 0.50, "expected_size": 9},
+        {"holdout_top1": 0.96, "holdout_expected_size": 30.0, "top1": 0.60, "expected_size": 1},
+    ]
+    chosen = select_operating_point({"points": points}, holdout_target=0.953)
+    assert chosen is points[1]
+    assert select_operating_point({"points": points}, holdout_target=0.99) is None

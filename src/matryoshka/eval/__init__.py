@@ -3,6 +3,8 @@
 from matryoshka.eval.adaptive import (
     adaptive_classification,
     cascade,
+    pareto_front,
+    select_operating_point,
     softmax_confidence,
     thresholds_for_precision,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "sts_per_size",
     "adaptive_classification",
     "cascade",
+    "pareto_front",
+    "select_operating_point",
     "softmax_confidence",
     "thresholds_for_precision",
     "gradcam_per_size",

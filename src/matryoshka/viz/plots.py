@@ -105,8 +105,12 @@ def plot_adaptive(
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    pts = sorted((p["expected_size"], 100 * p["top1"]) for p in adaptive["points"])
-    ax.plot(*zip(*pts), marker="o", color="C3", label="adaptive (MRL cascade)")
+    pts = [(p["expected_size"], 100 * p["top1"]) for p in adaptive["front"]]
+    ax.plot(*zip(*pts), marker="o", color="C3", label="adaptive (MRL cascade), best points")
+    chosen = adaptive.get("selected")
+    if chosen:
+        ax.scatter([chosen["expected_size"]], [100 * chosen["top1"]], s=120, facecolors="none",
+                   edgecolors="k", zorder=4, label="chosen on held-out data")  # fmt: skip
     fixed = sorted((int(m), 100 * v) for m, v in adaptive["fixed"].items())
     ax.plot(*zip(*fixed), marker="s", color="C7", linestyle=":", label="MRL at a fixed size")
     for i, (label, top1) in enumerate((reference or {}).items()):
