@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from matryoshka.dims import validate_dim
-from matryoshka.index import exact_search
+from matryoshka.eval.retrieval import knn_label_accuracy
 
 __all__ = [
     "encode",
@@ -99,11 +99,7 @@ def knn1_top1(
     """1-nearest-neighbour top-1 at each size: database = train split, queries = test split."""
     _check_xy(Xtr, ytr, "train")
     _check_xy(Xte, yte, "test")
-    out = {}
-    for m in sizes:
-        _, I = exact_search(Xtr, Xte, k=1, metric=metric, dim=m)  # noqa: E741 (faiss naming)
-        out[m] = float(np.mean(np.asarray(ytr)[I[:, 0]] == np.asarray(yte)))
-    return out
+    return {m: knn_label_accuracy(Xtr, ytr, Xte, yte, dim=m, metric=metric) for m in sizes}
 
 
 def _fit_probe(
