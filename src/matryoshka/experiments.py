@@ -39,7 +39,15 @@ from matryoshka.train import (
     train,
 )
 
-__all__ = ["METHODS", "compare_methods", "demo_config", "method_configs", "run_demo", "train_jobs"]
+__all__ = [
+    "plot_comparison",
+    "METHODS",
+    "compare_methods",
+    "demo_config",
+    "method_configs",
+    "run_demo",
+    "train_jobs",
+]
 
 METHODS = ("mrl", "mrl-e", "ff", "pca", "truncation")
 
@@ -126,7 +134,8 @@ def compare_methods(
     Returns
     -------
     dict with ``results`` (one dict per method, keyed by size), ``table`` (Markdown),
-    ``trained`` and ``sizes``.
+    ``trained``, ``sizes`` and ``encoded`` (each model folder's ``(Xtr, ytr, Xte, yte)``, so a
+    caller scores more without encoding again).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -177,18 +186,20 @@ def compare_methods(
     command = command or " ".join(shlex.quote(a) for a in ["matryoshka", *sys.argv[1:]])
     out_dir.mkdir(parents=True, exist_ok=True)
     save_results(out_dir / "results.json", results, trained=dims, sizes=sizes, command=command)
-    plot_path = _plot(results, dims, out_dir / "accuracy_vs_dim.png", title)
+    plot_path = plot_comparison(results, dims, out_dir / "accuracy_vs_dim.png", title)
     write_text(out_dir / "report.md", _report(table, command, dims, plot_path, base, title))
     return {
         "results": results,
         "table": table,
         "trained": dims,
         "sizes": sizes,
+        "encoded": {name: enc[1:] for name, enc in encoded.items()},
         "seconds": time.perf_counter() - t0,
     }
 
 
-def _plot(results: list[dict], dims: list[int], path: Path, title: str) -> Path | None:
+def plot_comparison(results: list[dict], dims: list[int], path: Path, title: str) -> Path | None:
+    """Top-1 and 1-NN against size, side by side, as a PNG (None without matplotlib)."""
     try:
         from matryoshka.viz import plot_accuracy_vs_dim, save_figure
         from matryoshka.viz.plots import _pyplot

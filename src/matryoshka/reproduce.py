@@ -29,7 +29,13 @@ from matryoshka.eval import (
     select_operating_point,
 )
 from matryoshka.eval.gradcam import gradcam_per_size
-from matryoshka.experiments import METHODS, compare_methods, method_configs, train_jobs
+from matryoshka.experiments import (
+    METHODS,
+    compare_methods,
+    method_configs,
+    plot_comparison,
+    train_jobs,
+)
 from matryoshka.train import TrainConfig, load_config, load_holdout, load_model, resolve_device
 from matryoshka.train.loop import load_data
 
@@ -127,9 +133,10 @@ def reproduce_cifar10(
         )
     finetune.append(next(r for r in comparison["results"] if r["method"] == "ff"))
 
+    holdout = load_holdout(base)
     mrl, _, _ = load_model(jobs["mrl"].out_dir, device)
-    Xho, yho = encode(mrl, load_holdout(base), device=device)
-    Xte, yte = encode(mrl, test_ds, device=device)
+    Xho, yho = encode(mrl, holdout, device=device)
+    _, _, Xte, yte = comparison["encoded"]["mrl"]  # encoded once, by compare_methods
     adaptive = adaptive_classification(
         _head_logits(mrl, Xho), yho, _head_logits(mrl, Xte), yte, dims
     )
@@ -138,7 +145,7 @@ def reproduce_cifar10(
     adaptive["ff_full_top1"] = ff_top1
     adaptive["match"] = _smallest_match(adaptive, ff_top1, tolerance=0.005)
     ff_model, _, _ = load_model(jobs[f"ff-{dims[-1]}"].out_dir, device)
-    X_ff_ho, _ = encode(ff_model, load_holdout(base), device=device)
+    X_ff_ho, _ = encode(ff_model, holdout, device=device)
     ff_ho_logits = _head_logits(ff_model, X_ff_ho)[:, 0]  # (N, C)
     adaptive["ff_full_holdout_top1"] = float((ff_ho_logits.argmax(1) == yho).mean())
     adaptive["selected"] = select_operating_point(adaptive, adaptive["ff_full_holdout_top1"])
@@ -204,7 +211,7 @@ def _figures(
     comparison: dict[str, Any], adaptive: dict[str, Any], dims: list[int], docs_dir: Path
 ) -> dict[str, Path]:
     try:
-        from matryoshka.viz import plot_accuracy_vs_dim, plot_adaptive, save_figure
+        from matryoshka.viz import plot_adaptive, save_figure
         from matryoshka.viz.plots import _pyplot
 
         plt = _pyplot()
@@ -212,15 +219,10 @@ def _figures(
         print(f"warning: no plots ({e})", file=sys.stderr)
         return {}
     out = {}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    plot_accuracy_vs_dim(comparison["results"], "top1", ax=axes[0], trained=dims,
-                         title="head / probe top-1")  # fmt: skip
-    plot_accuracy_vs_dim(comparison["results"], "knn1", ax=axes[1], trained=dims,
-                         title="1-NN top-1")  # fmt: skip
-    fig.suptitle("CIFAR-10: accuracy at every size")
-    out["accuracy"] = docs_dir / "cifar10_accuracy_vs_dim.png"
-    save_figure(fig, out["accuracy"])
-    plt.close(fig)
+    out["accuracy"] = plot_comparison(
+        comparison["results"], dims, docs_dir / "cifar10_accuracy_vs_dim.png",
+        "CIFAR-10: accuracy at every size",
+    )  # fmt: skip
     ax = plot_adaptive(adaptive, {"FF at full size": adaptive["ff_full_top1"]},
                        title="CIFAR-10: adaptive classification")  # fmt: skip
     out["adaptive"] = docs_dir / "cifar10_adaptive.png"
