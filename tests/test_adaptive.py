@@ -57,6 +57,10 @@ def test_adaptive_classification_trades_size_for_accuracy():
     assert all(8 <= s <= 32 for s in sizes)
     assert first[-1]["top1"] >= first[0]["top1"]
     assert set(res["fixed"]) == set(dims)
+    # each size alone on the held-out half, as the cascade started at that size never stopping
+    for k, m in enumerate(dims):
+        alone = (logits[:half, k].argmax(1) == y[:half]).mean()
+        assert res["holdout_fixed"][m] == pytest.approx(alone)
     assert len(res["points"]) == 3 * len(first)
     # starting at 32 means every example is answered at 32
     assert all(p["expected_size"] == 32 for p in res["points"] if p["start"] == 32)

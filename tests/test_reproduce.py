@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from matryoshka.reproduce import cifar10_jobs, reproduce_cifar10
+from matryoshka.reproduce import cifar10_jobs, reproduce_cifar10, seed_jobs
 from matryoshka.train import load_config
 
 Image = pytest.importorskip("PIL.Image")
@@ -61,13 +61,15 @@ def test_reproduce_writes_the_report(tiny_config, tmp_path):
         out_dir=tmp_path / "out",
         docs_dir=tmp_path / "docs",
         finetune_epochs=1,
+        seeds=2,
+        seed_sizes=[4, 16],
         progress=False,
         command="matryoshka reproduce cifar10 --config tiny.yaml",
     )
     docs = tmp_path / "docs"
     text = (docs / "cifar10.md").read_text()
     for heading in ("## Accuracy at every size", "## Fine-tuning", "## Adaptive classification",
-                    "## Where the model looks"):  # fmt: skip
+                    "## Where the model looks", "## Spread over seeds (2 seeds: 0…1)"):  # fmt: skip
         assert heading in text
     assert "matryoshka reproduce cifar10 --config tiny.yaml" in text
     for png in ("cifar10_accuracy_vs_dim.png", "cifar10_adaptive.png", "cifar10_gradcam.png"):
@@ -76,7 +78,31 @@ def test_reproduce_writes_the_report(tiny_config, tmp_path):
     assert methods == ["mrl", "ft-head", "ft-last1", "ft-all", "ff"]
     adaptive = json.loads((tmp_path / "out" / "adaptive.json").read_text())
     assert adaptive["dims"] == [4, 8, 16]
+    # chosen on held-out data with no slack: it reaches full-size FF and MRL there
+    if adaptive["selected"] is not None:
+        assert adaptive["selected"]["holdout_top1"] >= adaptive["holdout_target"]
+        assert adaptive["holdout_target"] >= adaptive["ff_full_holdout_top1"]
+    seeds = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    assert sorted(seeds, key=int) == ["4", "8", "16"]
+    assert all(len(v["mrl"]) == 2 for v in seeds.values())
+    assert len(seeds["4"]["ff"]) == 2 and "ff" not in seeds["8"]
+    # seed 0's numbers are the main run's, the other seed's differ
+    assert seeds["16"]["mrl"][0] == out["comparison"]["results"][0]["dims"][16]["top1"]
     # a second run trains nothing: every model folder is complete and reused
     again = reproduce_cifar10(tiny_config, out_dir=tmp_path / "out", docs_dir=docs,
-                              finetune_epochs=1, progress=False, command="x")  # fmt: skip
+                              finetune_epochs=1, seeds=2, seed_sizes=[4, 16], progress=False,
+                              command="x")  # fmt: skip
     assert again["comparison"]["results"] == out["comparison"]["results"]
+
+
+def test_seed_jobs_shift_the_seed_only(tiny_config):
+    base = load_config(tiny_config)
+    jobs = seed_jobs(base, [4, 8, 16], seeds=3, ff_sizes=[16])
+    assert list(jobs) == ["mrl-seed1", "ff-16-seed1", "mrl-seed2", "ff-16-seed2"]
+    assert [c.seed for c in jobs.values()] == [1, 1, 2, 2]
+    assert jobs["ff-16-seed2"].model.head == "ff" and jobs["ff-16-seed2"].model.d == 16
+    assert seed_jobs(base, [4, 8, 16], seeds=1, ff_sizes=[16]) == {}
+    with pytest.raises(ValueError, match="not trained sizes"):
+        seed_jobs(base, [4, 8, 16], seeds=2, ff_sizes=[12])
+    with pytest.raises(ValueError, match="at least 1"):
+        seed_jobs(base, [4, 8, 16], seeds=0, ff_sizes=[16])

@@ -10,6 +10,7 @@ import yaml
 
 from matryoshka.train import (
     TrainConfig,
+    config_diff,
     load_config,
     load_model,
     read_metrics,
@@ -176,3 +177,15 @@ def test_loss_reduction_sum_is_the_papers_sum_over_sizes(tmp_path):
     cfg.loss_reduction = "max"
     with pytest.raises(ValueError, match="loss_reduction must be 'sum' or 'mean', got 'max'"):
         _loss_weights(cfg, 3)
+
+
+def test_config_diff_ignores_nesting_keys_between_fixed_feature_runs():
+    a, b = TrainConfig(), TrainConfig()
+    a.model.head = b.model.head = "ff"
+    b.model.dims_start, b.loss_reduction = 2, "mean"
+    assert config_diff(a, b) == []
+    b.model.d = 32
+    assert config_diff(a, b) == ["model.d"]
+    a.model.head = b.model.head = "mrl"  # for a nested model the sizes do change training
+    b.model.d = a.model.d
+    assert config_diff(a, b) == ["loss_reduction", "model.dims_start"]

@@ -12,6 +12,16 @@ import sys
 from pathlib import Path
 
 
+def _int_list(text: str) -> list[int]:
+    """``"16,256"`` -> ``[16, 256]``, for argparse (a bad item is a usage error)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 16,256, got {text!r}"
+        ) from None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from matryoshka.experiments import run_demo
 
@@ -105,6 +115,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         out_dir=out_dir,
         docs_dir=args.docs,
         finetune_epochs=args.finetune_epochs,
+        seeds=args.seeds,
+        seed_sizes=args.seed_sizes,
         train_only=args.train_only,
         progress=not args.quiet,
     )
@@ -203,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", default="docs/results", help="report folder (default: docs/results)")
     p.add_argument("--finetune-epochs", type=int, default=2, help="epochs of each fine-tuning run")
     p.add_argument("--train-only", action="store_true", help="cifar10: train every model, stop")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="cifar10: seeds of MRL and of FF at --seed-sizes, for the spread over seeds",
+    )
+    p.add_argument(
+        "--seed-sizes",
+        type=_int_list,
+        metavar="M,M,...",
+        help="cifar10: FF sizes retrained with every seed (default: 16 and d)",
+    )
     p.add_argument("--data", help="scifact: BEIR folder (default: $MATRYOSHKA_DATA/scifact)")
     p.add_argument("--stsb", help="scifact: STS-B folder (default: $MATRYOSHKA_DATA/stsb)")
     p.add_argument("--epochs", type=int, default=1, help="scifact: fine-tuning epochs")

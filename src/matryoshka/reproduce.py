@@ -13,6 +13,7 @@ import copy
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from matryoshka.experiments import (
 from matryoshka.train import TrainConfig, load_config, load_holdout, load_model, resolve_device
 from matryoshka.train.loop import load_data
 
-__all__ = ["FINETUNE_MODES", "cifar10_jobs", "reproduce_cifar10"]
+__all__ = ["FINETUNE_MODES", "cifar10_jobs", "reproduce_cifar10", "seed_jobs", "seed_spread"]
 
 FINETUNE_MODES = ("head", "last1", "all")
 
@@ -75,6 +76,58 @@ def cifar10_jobs(
     return ordered
 
 
+def seed_jobs(
+    base: TrainConfig, dims: Sequence[int], seeds: int, ff_sizes: Sequence[int]
+) -> dict[str, TrainConfig]:
+    """Extra seeds of MRL and of FF at ``ff_sizes``: ``mrl-seed1``, ``ff-16-seed1``, ...
+
+    Seed ``base.seed`` is the main run's; these add ``base.seed + 1`` ... ``base.seed + seeds - 1``
+    with the same recipe, so the spread between seeds can be set against the gap between methods.
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    bad = [m for m in ff_sizes if m not in dims]
+    if bad:
+        raise ValueError(f"seed sizes {bad} are not trained sizes; choose from {list(dims)}")
+    jobs: dict[str, TrainConfig] = {}
+    for s in range(1, seeds):
+        shifted = copy.deepcopy(base)
+        shifted.seed = base.seed + s
+        shifted.out_dir = str(Path(base.out_dir) / f"seed{s}")
+        for name, cfg in method_configs(shifted, dims, ("mrl", "ff")).items():
+            if name == "mrl" or int(name.split("-")[1]) in ff_sizes:
+                cfg.out_dir = str(Path(base.out_dir) / f"{name}-seed{s}")
+                jobs[f"{name}-seed{s}"] = cfg
+    return jobs
+
+
+def seed_spread(
+    main: dict[str, TrainConfig], extra: dict[str, TrainConfig], dims: Sequence[int]
+) -> dict[int, dict[str, list[float]]]:
+    """Final test top-1 of every seed, from each model folder's ``metrics.json``.
+
+    Returns ``{size: {"mrl": [top1 per seed], "ff": [top1 per seed]}}`` (FF only where an
+    extra seed of FF at that size was trained).
+    """
+    from matryoshka.train import read_metrics
+
+    def final(out_dir: str) -> dict[str, float]:
+        history = (read_metrics(out_dir) or {}).get("history", [])
+        return history[-1].get("test_top1", {}) if history else {}
+
+    ff_sizes = sorted({int(k.split("-")[1]) for k in extra if k.startswith("ff-")})
+    mrl_runs = [main["mrl"], *(c for k, c in extra.items() if k.startswith("mrl-"))]
+    out: dict[int, dict[str, list[float]]] = {}
+    mrl_final = [final(c.out_dir) for c in mrl_runs]
+    for m in dims:
+        row = {"mrl": [f[str(m)] for f in mrl_final if str(m) in f]}
+        if m in ff_sizes:
+            ff_runs = [main[f"ff-{m}"], *(c for k, c in extra.items() if k.startswith(f"ff-{m}-"))]
+            row["ff"] = [final(c.out_dir)[str(m)] for c in ff_runs]
+        out[m] = row
+    return out
+
+
 @torch.no_grad()
 def _head_logits(model: Any, X: np.ndarray, batch: int = 4096) -> np.ndarray:
     """Per-size logits (N, K, C) from stored embeddings X (N, d)."""
@@ -92,6 +145,8 @@ def reproduce_cifar10(
     out_dir: str | Path = "runs/cifar10",
     docs_dir: str | Path = "docs/results",
     finetune_epochs: int = 2,
+    seeds: int = 1,
+    seed_sizes: Sequence[int] | None = None,
     train_only: bool = False,
     progress: bool = True,
     command: str | None = None,
@@ -104,15 +159,21 @@ def reproduce_cifar10(
     out_dir : where results, logs and per-stage JSON go (model folders follow ``out_dir`` of
         the config)
     docs_dir : where ``cifar10.md`` and its PNGs go
+    seeds : models per seed count for MRL and for FF at ``seed_sizes`` (default: 16 and d), to
+        show the spread between seeds beside the gap between MRL and FF
     train_only : stop after training every model (e.g. to train on one machine, report on another)
     """
     t0 = time.perf_counter()
     base = load_config(config, overrides)
     dims = _dims(base)
     jobs = cifar10_jobs(base, finetune_epochs=finetune_epochs)
-    train_jobs(jobs, progress)
+    if seed_sizes is None:
+        seed_sizes = sorted({m for m in (16, dims[-1]) if m in dims})
+    extra = seed_jobs(base, dims, seeds, seed_sizes)
+    train_jobs(jobs, progress)  # the main run first: its report does not wait for the seeds
+    train_jobs(extra, progress)
     if train_only:
-        return {"trained": list(jobs), "seconds": time.perf_counter() - t0}
+        return {"trained": [*jobs, *extra], "seconds": time.perf_counter() - t0}
     out_dir, docs_dir = Path(out_dir), Path(docs_dir)
     command = command or " ".join(shlex.quote(a) for a in ["matryoshka", *sys.argv[1:]])
 
@@ -148,11 +209,22 @@ def reproduce_cifar10(
     X_ff_ho, _ = encode(ff_model, holdout, device=device)
     ff_ho_logits = _head_logits(ff_model, X_ff_ho)[:, 0]  # (N, C)
     adaptive["ff_full_holdout_top1"] = float((ff_ho_logits.argmax(1) == yho).mean())
-    adaptive["selected"] = select_operating_point(adaptive, adaptive["ff_full_holdout_top1"])
+    # The cascade must reach, on held-out data and with no slack, both FF's full-size top-1 and
+    # its own largest head's: then it loses nothing to full size, and the test split's own noise
+    # is what the issue's 0.5-point margin is left for.
+    adaptive["holdout_target"] = max(
+        adaptive["ff_full_holdout_top1"], adaptive["holdout_fixed"][dims[-1]]
+    )
+    adaptive["selected"] = select_operating_point(
+        adaptive, adaptive["holdout_target"], tolerance=0.0
+    )
+    spread = seed_spread(jobs, extra, dims) if extra else None
 
     cams_path = _gradcam_figure(mrl.cpu(), test_ds, classes, dims, docs_dir / "cifar10_gradcam.png")
     write_json(out_dir / "finetune.json", {"results": finetune})
     write_json(out_dir / "adaptive.json", adaptive)
+    if spread is not None:
+        write_json(out_dir / "seeds.json", {str(m): v for m, v in spread.items()})
     plots = _figures(comparison, adaptive, dims, docs_dir)
     seconds = time.perf_counter() - t0
     text = _report(
@@ -164,15 +236,17 @@ def reproduce_cifar10(
         plots,
         cams_path,
         command,
-        jobs,
+        {**jobs, **extra},
         len(train_ds),
         len(test_ds),
+        spread,
     )
     write_text(docs_dir / "cifar10.md", text)
     return {
         "comparison": comparison,
         "finetune": finetune,
         "adaptive": adaptive,
+        "seeds": spread,
         "seconds": seconds,
     }
 
@@ -243,6 +317,7 @@ def _report(
     jobs: dict[str, TrainConfig],
     n_train: int,
     n_test: int,
+    spread: dict[int, dict[str, list[float]]] | None = None,
 ) -> str:
     by = {r["method"]: r["dims"] for r in comparison["results"]}
     gap_rows = ["| size | MRL − FF top-1 | MRL − PCA top-1 | MRL − truncation top-1 |",
@@ -264,14 +339,15 @@ def _report(
     sel = adaptive.get("selected")
     sel_text = (
         f"Chosen on the held-out images alone (smallest held-out expected size whose held-out "
-        f"top-1 is within 0.5 points of FF-{dims[-1]}'s held-out "
-        f"{100 * adaptive['ff_full_holdout_top1']:.2f}%): start at {sel['start']}, target "
+        f"top-1 reaches both FF-{dims[-1]}'s held-out "
+        f"{100 * adaptive['ff_full_holdout_top1']:.2f}% and the MRL-{dims[-1]} head's "
+        f"{100 * adaptive['holdout_fixed'][dims[-1]]:.2f}%): start at {sel['start']}, target "
         f"precision {sel['precision']}. On the test split it uses **{sel['expected_size']:.1f}** "
         f"dimensions on average ({dims[-1] / sel['expected_size']:.1f}× smaller than "
         f"d = {dims[-1]}) for **{100 * sel['top1']:.2f}%** top-1, against "
         f"{100 * adaptive['ff_full_top1']:.2f}% for FF-{dims[-1]}."
         if sel
-        else "No operating point reached FF's held-out top-1 within 0.5 points."
+        else "No operating point reached full-size top-1 on the held-out images."
     )
     match = adaptive["match"]
     match_text = (
@@ -323,10 +399,11 @@ def _report(
         "",
         f"Sampling noise alone: the standard error of a top-1 near {100 * p_full:.0f}% on "
         f"{n_test:,} test images is {se:.2f} points, so a difference between two methods needs "
-        f"about {2 * 2**0.5 * se:.1f} points to stand out at two standard errors. This run "
-        "trains one seed per model; the spread over seeds is not measured here.",
+        f"about {2 * 2**0.5 * se:.1f} points to stand out at two standard errors.",
         "",
     ]
+    lines += _spread_section(spread, base.seed)
+    lines += _claims(by, dims, adaptive)
     lines += [
         "## Fine-tuning from the full-size FF model (paper, Appendix K)",
         "",
@@ -337,7 +414,8 @@ def _report(
         results_table(finetune, trained=dims),
         "## Adaptive classification",
         "",
-        "The MRL heads as a cascade from 8 to 256 dimensions: stop at the first size whose "
+        f"The MRL heads as a cascade from {dims[0]} to {dims[-1]} dimensions: stop at the first "
+        "size whose "
         "max softmax probability clears its threshold; sizes below a starting size never "
         "answer. Thresholds are tuned on the held-out training images for each target "
         "precision. The table lists the operating points no other point beats on both test "
@@ -363,6 +441,78 @@ def _report(
             "",
         ]
     return "\n".join(lines)
+
+
+def _interpolation_gap(curve: dict[int, dict[str, float]], dims: list[int], key: str) -> float:
+    """Largest |value - straight line between the trained neighbours| at in-between sizes."""
+    worst = 0.0
+    for lo, hi in zip(dims, dims[1:]):
+        for m, row in curve.items():
+            if lo < m < hi and row.get(key) is not None:
+                t = (m - lo) / (hi - lo)
+                line = (1 - t) * curve[lo][key] + t * curve[hi][key]
+                worst = max(worst, abs(row[key] - line))
+    return 100 * worst
+
+
+def _claims(by: dict[str, Any], dims: list[int], adaptive: dict[str, Any]) -> list[str]:
+    """The issue's claims, each with the number this run measured."""
+    big = [m for m in dims if m >= 16]
+    gap_ff = min(100 * (by["mrl"][m]["top1"] - by["ff"][m]["top1"]) for m in big)
+    small = [m for m in dims if m <= 32]
+    vs = {
+        b: {m: 100 * (by["mrl"][m]["top1"] - by[b][m]["top1"]) for m in small}
+        for b in ("pca", "truncation")
+    }
+    fmt = lambda g: ", ".join(f"{m}: {v:+.1f}" for m, v in g.items())  # noqa: E731
+    sel = adaptive.get("selected")
+    d = dims[-1]
+    if sel:
+        short = 100 * (adaptive["ff_full_top1"] - sel["top1"])
+        ad = (
+            f"held-out-chosen cascade: expected size {sel['expected_size']:.1f} "
+            f"({'≤' if sel['expected_size'] <= d / 4 else '>'} d/4 = {d / 4:g}), test top-1 "
+            f"{100 * sel['top1']:.2f}% vs FF-{d} {100 * adaptive['ff_full_top1']:.2f}% "
+            f"({'within' if short <= 0.5 else 'more than'} 0.5 points: {-short:+.2f})"
+        )
+    else:
+        ad = "no operating point reached full-size top-1 on the held-out images"
+    return [
+        "## The claims, as measured in this run",
+        "",
+        f"- MRL within 1 point of FF or above at every trained size ≥ 16: worst MRL − FF "
+        f"= {gap_ff:+.2f} points.",
+        f"- MRL above PCA at sizes ≤ 32 (points): {fmt(vs['pca'])}.",
+        f"- MRL above truncation at sizes ≤ 32 (points): {fmt(vs['truncation'])}.",
+        f"- In-between sizes against the straight line between their trained neighbours: "
+        f"MRL 1-NN off by at most {_interpolation_gap(by['mrl'], dims, 'knn1'):.2f} points, "
+        f"MRL-E top-1 by at most {_interpolation_gap(by['mrl-e'], dims, 'top1'):.2f}.",
+        f"- Adaptive classification, {ad}.",
+        "",
+    ]
+
+
+def _spread_section(spread: dict[int, dict[str, list[float]]] | None, seed0: int) -> list[str]:
+    if not spread:
+        return ["One seed per model: the spread over seeds is not measured in this run.", ""]
+    n = max(len(v["mrl"]) for v in spread.values())
+    rows = [
+        f"## Spread over seeds ({n} seeds: {seed0}…{seed0 + n - 1})",
+        "",
+        "Test top-1 (%) of each seed's own head, mean ± standard deviation over seeds; the "
+        "extra seeds retrain MRL and FF at a few sizes with the same recipe.",
+        "",
+        "| size | MRL | FF | MRL − FF (means) | MRL per seed | FF per seed |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m, v in spread.items():
+        mrl = 100 * np.asarray(v["mrl"])
+        ff = 100 * np.asarray(v.get("ff", []))
+        fmt = lambda a: f"{a.mean():.2f} ± {a.std(ddof=1):.2f}" if len(a) > 1 else "–"  # noqa: E731
+        gap = f"{mrl.mean() - ff.mean():+.2f}" if len(ff) else "–"
+        per = lambda a: " / ".join(f"{x:.2f}" for x in a) or "–"  # noqa: E731
+        rows.append(f"| {m} | {fmt(mrl)} | {fmt(ff)} | {gap} | {per(mrl)} | {per(ff)} |")
+    return [*rows, ""]
 
 
 def _seconds(out_dir: str) -> float:

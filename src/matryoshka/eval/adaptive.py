@@ -119,7 +119,8 @@ def adaptive_classification(
 
     Returns
     -------
-    dict with ``dims``, ``fixed`` (test top-1 of each size alone) and ``points``: one dict per
+    dict with ``dims``, ``fixed`` (test top-1 of each size alone), ``holdout_fixed`` (the same on
+    the held-out data) and ``points``: one dict per
     (start, precision) with ``start`` (a size), ``precision``, ``thresholds``, ``expected_size``
     and ``top1`` on the test split, and the same two measured on the held-out data
     (``holdout_expected_size``, ``holdout_top1``); ``front``, the points no other beats on
@@ -154,7 +155,9 @@ def adaptive_classification(
                 }
             )
     fixed = {m: float((tp[:, k] == ty).mean()) for k, m in enumerate(dims)}
-    return {"dims": dims, "fixed": fixed, "points": points, "front": pareto_front(points)}
+    holdout_fixed = {m: float((hp[:, k] == hy).mean()) for k, m in enumerate(dims)}
+    return {"dims": dims, "fixed": fixed, "holdout_fixed": holdout_fixed, "points": points,
+            "front": pareto_front(points)}  # fmt: skip
 
 
 def select_operating_point(

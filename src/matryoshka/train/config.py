@@ -162,6 +162,8 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 # Settings that do not change what a run computes: they may differ between a run and its resume.
 _RUNTIME_KEYS = {"out_dir", "device", "amp", "eval_every", "data.root", "data.cache_dir",
                  "data.num_workers"}  # fmt: skip
+# Settings a fixed-feature model (one size, one loss) does not read.
+_NESTING_KEYS = {"model.dims", "model.dims_start", "loss_weights", "loss_reduction"}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -178,15 +180,19 @@ def config_diff(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     """Dotted keys whose values differ in a way that changes training (runtime keys ignored).
 
     A backbone argument the training loop filled in itself (``in_features`` of the MLP) counts
-    only when the requested config sets it.
+    only when the requested config sets it. Between two fixed-feature (``ff``) runs the nesting
+    keys are ignored too: a single-size model trains the same whatever sizes its siblings use.
     """
     a = _flatten(config_to_dict(saved))
     b = _flatten(config_to_dict(requested))
     keys = sorted(set(a) | set(b))
+    ignore = set(_RUNTIME_KEYS)
+    if a.get("model.head") == b.get("model.head") == "ff":
+        ignore |= _NESTING_KEYS
     return [
         k
         for k in keys
-        if k not in _RUNTIME_KEYS
+        if k not in ignore
         and not (k.startswith("model.backbone_kwargs.") and k not in b)
         and a.get(k) != b.get(k)
     ]
