@@ -69,6 +69,11 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
 
     again = reproduce_scifact(**kw)  # resumes: no training, the same numbers
     assert again["retrieval"] == out["retrieval"] and again["training"] == out["training"]
+    # a second process may measure new recipes alone, beside the default methods' folders
+    only = reproduce_scifact(**kw, extra_recipes=["mrl-lr:method=mrl,lr=1e-4"],
+                             default_methods=False)  # fmt: skip
+    assert [r["method"] for r in only["retrieval"]] == ["original", "pca", "mrl-lr"]
+    assert only["funnel_method"] == "mrl-lr" and list(only["training"]) == ["mrl-lr"]
     recipes = default_recipes(TextTrainConfig(dims=[16, 64, 384], max_steps=1, batch_size=4))
     recipes["mrl"] = replace(recipes["mrl"], lr=1e-3, max_seq_length=16)
     with pytest.raises(ValueError, match="trained with another recipe"):
@@ -113,4 +118,7 @@ def test_bad_recipe_fails_before_any_training(tmp_path):
         reproduce_scifact(**kw, extra_recipes=["w:method=mrl,weights=1/1"])
     with pytest.raises(ValueError, match="recipe name 'mrl' is taken"):
         reproduce_scifact(**kw, extra_recipes=["mrl:lr=1e-4"])
+    assert not (tmp_path / "run" / "models").exists()
+    with pytest.raises(ValueError, match="no recipe to train"):
+        reproduce_scifact(**kw, default_methods=False)
     assert not (tmp_path / "run" / "models").exists()

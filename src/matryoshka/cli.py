@@ -103,7 +103,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         res = reproduce_scifact(
             out_dir=out_dir, docs_dir=args.docs, data_dir=args.data, stsb_dir=args.stsb,
             epochs=args.epochs, max_steps=args.max_steps, max_seq_length=args.max_seq_length,
-            extra_recipes=args.recipe or (), progress=not args.quiet,
+            extra_recipes=args.recipe or (), default_methods=not args.only_recipes,
+            progress=not args.quiet,
         )  # fmt: skip
         print(f"wrote {args.docs}/scifact.md ({res.get('seconds', 0) / 60:.1f} min)")
         return 0
@@ -148,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per model (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--only-recipes",
+        action="store_true",
+        help="scifact: train and report only the --recipe ones (with the original and PCA)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -164,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
     )
+    p.add_argument(
+        "--only-recipes",
+        action="store_true",
+        help="scifact: train and report only the --recipe ones (with the original and PCA)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=_cmd_train)
@@ -178,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: MODEL/eval)")
     p.add_argument("--sizes", type=int, nargs="*", help="extra sizes to score")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument(
+        "--only-recipes",
+        action="store_true",
+        help="scifact: train and report only the --recipe ones (with the original and PCA)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
@@ -237,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME:KEY=VALUE,...",
         help="scifact: an extra fine-tuning recipe to measure (repeatable)",
+    )
+    p.add_argument(
+        "--only-recipes",
+        action="store_true",
+        help="scifact: train and report only the --recipe ones (with the original and PCA)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the recipe")

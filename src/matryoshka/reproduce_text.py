@@ -366,6 +366,7 @@ def reproduce_scifact(
     seed: int = 42,
     recipes: Mapping[str, TextTrainConfig] | None = None,
     extra_recipes: Sequence[str] = (),
+    default_methods: bool = True,
     funnels: Sequence[Sequence[Sequence[int]]] = DEFAULT_FUNNELS,
     funnel_method: str = "mrl",
     encode_batch_size: int = 64,
@@ -393,6 +394,9 @@ def reproduce_scifact(
     extra_recipes : sequence of str
         More recipes as ``NAME:KEY=VALUE,...`` over the base recipe (:func:`parse_recipe`),
         e.g. ``"mrl-titles:method=mrl,pairs=train+titles"`` from ``--recipe`` on the command line.
+    default_methods : bool
+        Train and report plain, mrl and st-peer (when ``recipes`` is not given); False measures
+        only ``extra_recipes`` (e.g. a second process trying recipes beside a running one).
     funnels : list of funnels
         Timed on the corpus embeddings of ``funnel_method``.
 
@@ -410,7 +414,9 @@ def reproduce_scifact(
         dims=list(dims), epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
         max_seq_length=max_seq_length, seed=seed,
     )  # fmt: skip
-    recipes = dict(recipes) if recipes is not None else default_recipes(base)
+    if recipes is None:
+        recipes = default_recipes(base) if default_methods else {}
+    recipes = dict(recipes)
     for spec in extra_recipes:
         name, cfg = parse_recipe(spec, base)
         if name in recipes:
@@ -421,6 +427,10 @@ def reproduce_scifact(
         if cfg.method != "plain":
             validate_weights(cfg.weights, validate_dims(cfg.dims or dims, dims[-1]))
         _pairs(cfg.extra.get("pairs", "train"), [], {})
+    if not recipes:
+        raise ValueError("no recipe to train: keep the default methods or add --recipe")
+    if funnel_method == "mrl" and "mrl" not in recipes:  # the default, without the defaults
+        funnel_method = next(iter(recipes))
     if funnel_method not in recipes and funnel_method != "original":
         raise ValueError(f"funnel_method {funnel_method!r} is not one of {list(recipes)}")
 
