@@ -65,6 +65,7 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
     assert out["funnels"][1]["macs"] == 18 * 16 + 12 * 384
     md = (tmp_path / "docs" / "scifact.md").read_text()
     assert "matryoshka reproduce scifact" in md and "| 384 |" in md and "st-peer" in md
+    assert "## The targets, as measured" in md and "| mrl | yes | " in md
     assert json.loads((tmp_path / "docs" / "scifact.json").read_text())["counts"]["queries"] == 3
 
     again = reproduce_scifact(**kw)  # resumes: no training, the same numbers

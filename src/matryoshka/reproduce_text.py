@@ -269,6 +269,50 @@ def _plot(results: list[dict], funnels: list[dict], base: str, png_dir: Path) ->
     return [f"{base}_ndcg.png", f"{base}_funnel.png"]
 
 
+def _targets(out: dict[str, Any]) -> list[str]:
+    """Each Matryoshka recipe against the peer (sizes <= 128), its own retention at 64 and 32,
+    and its 384-dim score against the best plain fine-tune's."""
+    by = {r["method"]: r["dims"] for r in out["retrieval"]}
+    train = out["training"]
+    peer = train.get("st-peer")
+    plains = [n for n, t in train.items() if t["config"]["method"] == "plain"]
+    ours = [n for n, t in train.items() if t["config"]["method"] == "mrl"]
+    if not ours:
+        return []
+    top = max(dims for dims in by["original"])
+    small = [m for m in sorted(by["original"]) if m <= 128]
+    best_plain = max(plains, key=lambda n: by[n][top]["ndcg@10"]) if plains else None
+    head = ["recipe", "same pairs and steps as the peer"]
+    head += [f"vs peer @{m}" for m in small] if peer else []
+    head += ["kept @64", "kept @32"]
+    head += [f"{top} vs {best_plain}"] if best_plain else []
+    lines = [
+        "## The targets, as measured",
+        "",
+        "nDCG@10 differences in points; *kept* = share of the recipe's own 384-dim nDCG@10. "
+        "Targets: beat the peer at every size ≤ 128 on the same pairs and steps; keep ≥ 90% at "
+        "64 and ≥ 75% at 32 while staying within 1 point of the plain fine-tune at 384.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---|" + "---:|" * (len(head) - 2),
+    ]
+    for n in ours:
+        t, score = train[n], {m: v["ndcg@10"] for m, v in by[n].items()}
+        row = [n]
+        if peer:
+            same = t["pairs"] == peer["pairs"] and t["steps"] == peer["steps"]
+            row.append("yes" if same else f"no ({t['pairs']} pairs, {t['steps']} steps)")
+            peer_score = {m: v["ndcg@10"] for m, v in by["st-peer"].items()}
+            row += [f"{100 * (score[m] - peer_score[m]):+.1f}" for m in small]
+        else:
+            row.append("–")
+        row += [f"{100 * score[m] / score[top]:.0f}%" if m in score else "–" for m in (64, 32)]
+        if best_plain:
+            row.append(f"{100 * (score[top] - by[best_plain][top]['ndcg@10']):+.1f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def _report(out: dict[str, Any], pngs: list[str]) -> str:
     res, sts = out["retrieval"], out["sts"]
     lines = [
@@ -297,8 +341,8 @@ def _report(out: dict[str, Any], pngs: list[str]) -> str:
             + " | ".join([str(m)] + [f"{100 * k[m]:.0f}" if m in k else "–" for k in kept])
             + " |"
         )
+    lines += ["", *_targets(out)]
     lines += [
-        "",
         "## recall@100 and MAP@100 (%)",
         "",
         results_table(res, metrics=("recall@100",)),
