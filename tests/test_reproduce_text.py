@@ -66,6 +66,7 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
     md = (tmp_path / "docs" / "scifact.md").read_text()
     assert "matryoshka reproduce scifact" in md and "| 384 |" in md and "st-peer" in md
     assert "## The targets, as measured" in md and "| mrl | yes | " in md
+    assert out["mrl_vs_peer_max_abs_diff"] < 1e-4  # the same model: see the report
     assert json.loads((tmp_path / "docs" / "scifact.json").read_text())["counts"]["queries"] == 3
 
     again = reproduce_scifact(**kw)  # resumes: no training, the same numbers

@@ -104,6 +104,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             out_dir=out_dir, docs_dir=args.docs, data_dir=args.data, stsb_dir=args.stsb,
             epochs=args.epochs, max_steps=args.max_steps, max_seq_length=args.max_seq_length,
             extra_recipes=args.recipe or (), default_methods=not args.only_recipes,
+            funnel_method=args.funnel_method,
             progress=not args.quiet,
         )  # fmt: skip
         print(f"wrote {args.docs}/scifact.md ({res.get('seconds', 0) / 60:.1f} min)")
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="epochs per model (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
+        "--funnel-method",
+        default="mrl",
+        metavar="NAME",
+        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
+    )
+    p.add_argument(
         "--only-recipes",
         action="store_true",
         help="scifact: train and report only the --recipe ones (with the original and PCA)",
@@ -171,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
     )
     p.add_argument(
+        "--funnel-method",
+        default="mrl",
+        metavar="NAME",
+        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
+    )
+    p.add_argument(
         "--only-recipes",
         action="store_true",
         help="scifact: train and report only the --recipe ones (with the original and PCA)",
@@ -189,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: MODEL/eval)")
     p.add_argument("--sizes", type=int, nargs="*", help="extra sizes to score")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument(
+        "--funnel-method",
+        default="mrl",
+        metavar="NAME",
+        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
+    )
     p.add_argument(
         "--only-recipes",
         action="store_true",
@@ -253,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME:KEY=VALUE,...",
         help="scifact: an extra fine-tuning recipe to measure (repeatable)",
+    )
+    p.add_argument(
+        "--funnel-method",
+        default="mrl",
+        metavar="NAME",
+        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
     )
     p.add_argument(
         "--only-recipes",
