@@ -92,6 +92,7 @@ def test_funnel_table_matches_full_search_when_shortlist_is_everything():
     assert rows[0]["funnel"] == "full" and rows[0]["macs"] == 40 * 32
     assert rows[1]["ndcg@10"] == pytest.approx(rows[0]["ndcg@10"])
     assert rows[1]["macs"] == 40 * 8 + 40 * 32 and rows[1]["cost_ratio"] < 1
+    assert all(r["ms_one_query"] > 0 and r["speedup_one_query"] > 0 for r in rows)
 
 
 def test_parse_recipe():

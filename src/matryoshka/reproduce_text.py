@@ -210,7 +210,8 @@ def funnel_table(
     Returns
     -------
     list of dict with keys ``funnel``, ``ndcg@10``, ``macs``, ``cost_ratio`` (full / this),
-    ``ms_per_query``, ``speedup`` (full time / this); full-size search first
+    ``ms_per_query``, ``speedup`` (full time / this), the same two one query at a time
+    (``ms_one_query``, ``speedup_one_query``); full-size search first
     """
     n, d = xb.shape
     index = MatryoshkaIndex(d, metric="cosine", precision="float32").add(xb)
@@ -220,24 +221,28 @@ def funnel_table(
         if stages[-1][1] < 10:
             raise ValueError(f"a funnel must return at least 10 results for nDCG@10, got {funnel}")
         macs = n * stages[0][0] + sum(k * m for (_, k), (m, _) in zip(stages, stages[1:]))
-        best = float("inf")
+        kw: dict[str, Any] = {"k": 10, "dim": d} if funnel is None else {"funnel": stages}
+        best = best_one = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            if funnel is None:
-                D, I = index.search(xq, 10, dim=d)  # noqa: E741
-            else:
-                D, I = index.search(xq, funnel=stages)  # noqa: E741
+            D, I = index.search(xq, **kw)  # noqa: E741  all queries in one batch
             best = min(best, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for i in range(len(xq)):  # one query at a time, as a server answers them
+                index.search(xq[i : i + 1], **kw)
+            best_one = min(best_one, time.perf_counter() - t0)
         run = run_from_search(D, I, query_ids, doc_ids)
         rows.append({
             "funnel": "full" if funnel is None else ",".join(f"{m}:{k}" for m, k in stages),
             "ndcg@10": retrieval_metrics(qrels, run, (10,))["ndcg@10"],
             "macs": int(macs),
             "ms_per_query": 1000 * best / max(1, len(xq)),
+            "ms_one_query": 1000 * best_one / max(1, len(xq)),
         })  # fmt: skip
     for r in rows:
         r["cost_ratio"] = rows[0]["macs"] / r["macs"]
         r["speedup"] = rows[0]["ms_per_query"] / max(r["ms_per_query"], 1e-9)
+        r["speedup_one_query"] = rows[0]["ms_one_query"] / max(r["ms_one_query"], 1e-9)
     return rows
 
 
@@ -362,17 +367,35 @@ def _report(out: dict[str, Any], pngs: list[str]) -> str:
         results_table(sts, metrics=("spearman",)),
         "## Funnels (Matryoshka corpus embeddings)",
         "",
-        f"Method `{out['funnel_method']}`. Cost: multiply-adds per query (N m1 + k1 m2 + ...); "
-        "time: best of 3 over all test queries, exact search, CPU.",
+        f"Method `{out['funnel_method']}`. Cost: multiply-adds per query (N m1 + k1 m2 + ...). "
+        "Time: exact search on CPU, best of 3, per query, with all test queries in one batch "
+        "and with one query at a time (how a server answers them). In a batch, full-size "
+        "search is one matrix product that reads each document once for all queries, while a "
+        "funnel's rerank gathers its shortlist per query, so on a corpus this small the "
+        "batched funnel is not faster; one query at a time, it is.",
         "",
-        "| funnel | nDCG@10 (%) | multiply-adds | cost ÷ | ms/query | speed-up |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| funnel | nDCG@10 (%) | multiply-adds | cost ÷ | ms/query, batch | speed-up "
+        "| ms/query, one at a time | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in out["funnels"]:
         lines.append(
             f"| {f['funnel']} | {100 * f['ndcg@10']:.2f} | {f['macs']:,} | {f['cost_ratio']:.1f}x "
-            f"| {f['ms_per_query']:.3f} | {f['speedup']:.1f}x |"
+            f"| {f['ms_per_query']:.3f} | {f['speedup']:.1f}x | {f['ms_one_query']:.3f} "
+            f"| {f['speedup_one_query']:.1f}x |"
         )
+    near = [f for f in out["funnels"][1:] if f["ndcg@10"] >= out["funnels"][0]["ndcg@10"] - 0.005]
+    if near:
+        f = max(near, key=lambda f: f["cost_ratio"])
+        lines += [
+            "",
+            f"Cheapest funnel within 0.005 nDCG@10 of full-size search: `{f['funnel']}`, "
+            f"{100 * f['ndcg@10']:.2f}% against {100 * out['funnels'][0]['ndcg@10']:.2f}%, at "
+            f"{f['cost_ratio']:.1f}x fewer multiply-adds ({f['speedup_one_query']:.1f}x faster "
+            "one query at a time).",
+        ]
+    else:
+        lines += ["", "No funnel here lands within 0.005 nDCG@10 of full-size search."]
     b = out["benchmark"]
     lines += [
         "",
