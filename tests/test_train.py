@@ -189,3 +189,13 @@ def test_config_diff_ignores_nesting_keys_between_fixed_feature_runs():
     a.model.head = b.model.head = "mrl"  # for a nested model the sizes do change training
     b.model.d = a.model.d
     assert config_diff(a, b) == ["loss_reduction", "model.dims_start"]
+
+
+def test_config_diff_follows_links_in_init_from(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    a, b = TrainConfig(), TrainConfig()
+    a.init_from, b.init_from = str(tmp_path / "real"), str(tmp_path / "link")
+    assert config_diff(a, b) == []
+    b.init_from = str(tmp_path / "other")
+    assert config_diff(a, b) == ["init_from"]

@@ -7,6 +7,7 @@ The resolved configuration is saved beside every checkpoint as ``config.json``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -182,9 +183,13 @@ def config_diff(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     A backbone argument the training loop filled in itself (``in_features`` of the MLP) counts
     only when the requested config sets it. Between two fixed-feature (``ff``) runs the nesting
     keys are ignored too: a single-size model trains the same whatever sizes its siblings use.
+    ``init_from`` paths are compared once resolved (links followed).
     """
     a = _flatten(config_to_dict(saved))
     b = _flatten(config_to_dict(requested))
+    for flat in (a, b):  # the same starting model, reached through another path or a link
+        if flat.get("init_from"):
+            flat["init_from"] = os.path.realpath(flat["init_from"])
     keys = sorted(set(a) | set(b))
     ignore = set(_RUNTIME_KEYS)
     if a.get("model.head") == b.get("model.head") == "ff":
