@@ -150,17 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per model (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument(
-        "--funnel-method",
-        default="mrl",
-        metavar="NAME",
-        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
-    )
-    p.add_argument(
-        "--only-recipes",
-        action="store_true",
-        help="scifact: train and report only the --recipe ones (with the original and PCA)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -177,17 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
     )
-    p.add_argument(
-        "--funnel-method",
-        default="mrl",
-        metavar="NAME",
-        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
-    )
-    p.add_argument(
-        "--only-recipes",
-        action="store_true",
-        help="scifact: train and report only the --recipe ones (with the original and PCA)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=_cmd_train)
@@ -202,17 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: MODEL/eval)")
     p.add_argument("--sizes", type=int, nargs="*", help="extra sizes to score")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument(
-        "--funnel-method",
-        default="mrl",
-        metavar="NAME",
-        help="scifact: whose corpus embeddings the funnels search (a method or recipe name)",
-    )
-    p.add_argument(
-        "--only-recipes",
-        action="store_true",
-        help="scifact: train and report only the --recipe ones (with the original and PCA)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
 
