@@ -37,7 +37,14 @@ from matryoshka.experiments import (
     plot_comparison,
     train_jobs,
 )
-from matryoshka.train import TrainConfig, load_config, load_holdout, load_model, resolve_device
+from matryoshka.train import (
+    TrainConfig,
+    load_config,
+    load_holdout,
+    load_model,
+    read_metrics,
+    resolve_device,
+)
 from matryoshka.train.loop import load_data
 
 __all__ = ["FINETUNE_MODES", "cifar10_jobs", "reproduce_cifar10", "seed_jobs", "seed_spread"]
@@ -93,7 +100,6 @@ def seed_jobs(
     for s in range(1, seeds):
         shifted = copy.deepcopy(base)
         shifted.seed = base.seed + s
-        shifted.out_dir = str(Path(base.out_dir) / f"seed{s}")
         for name, cfg in method_configs(shifted, dims, ("mrl", "ff")).items():
             if name == "mrl" or int(name.split("-")[1]) in ff_sizes:
                 cfg.out_dir = str(Path(base.out_dir) / f"{name}-seed{s}")
@@ -109,7 +115,6 @@ def seed_spread(
     Returns ``{size: {"mrl": [top1 per seed], "ff": [top1 per seed]}}`` (FF only where an
     extra seed of FF at that size was trained).
     """
-    from matryoshka.train import read_metrics
 
     def final(out_dir: str) -> dict[str, float]:
         history = (read_metrics(out_dir) or {}).get("history", [])
@@ -516,7 +521,5 @@ def _spread_section(spread: dict[int, dict[str, list[float]]] | None, seed0: int
 
 
 def _seconds(out_dir: str) -> float:
-    from matryoshka.train import read_metrics
-
     metrics = read_metrics(out_dir) or {}
     return sum(h.get("seconds", 0.0) for h in metrics.get("history", []))
