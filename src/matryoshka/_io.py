@@ -1,12 +1,14 @@
 """Crash-safe file and folder writes shared by checkpoints, embeddings, results and indexes.
 
 A write goes to a temporary sibling first and is renamed into place, so a crash leaves either the
-old version or the new one, never half of one. Imports nothing of the package.
+old version or the new one, never half of one; :func:`sha256_file` checks what was written.
+Imports nothing of the package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -109,3 +111,12 @@ def resolve_dir(path: str | os.PathLike) -> Path:
     if old.exists():
         return old
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 16 MiB chunks (no whole-file copy in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -11,7 +11,6 @@ Matryoshka corpus embeddings. Writes ``docs_dir/scifact.md``, its JSON and two p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka._io import atomic_file, write_json, write_text
+from matryoshka._io import atomic_file, sha256_file, write_json, write_text
 from matryoshka.data import default_data_root
 from matryoshka.data.text import beir_train_pairs, load_beir, load_stsb, title_text_pairs
 from matryoshka.dims import validate_dims, validate_weights
@@ -113,14 +112,6 @@ def parse_recipe(spec: str, base: TextTrainConfig) -> tuple[str, TextTrainConfig
     cfg = replace(base, **changes, extra=extra)
     cfg.check()
     return name, cfg
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _save_npy(path: Path, x: np.ndarray) -> None:
@@ -524,7 +515,7 @@ def reproduce_scifact(
         key = {"model": str(folder), "max_seq_length": max_seq_length, "data": str(data_dir)}
         if name != "original":  # a retrained model (same recipe, new weights) is re-encoded
             key["config"] = json.loads((Path(folder) / "matryoshka.json").read_text())["config"]
-            key["weights_sha256"] = _sha256(Path(folder) / "model.safetensors")
+            key["weights_sha256"] = sha256_file(Path(folder) / "model.safetensors")
         X, seconds = _encode_cached(
             out_dir / "emb" / name, key,
             lambda: load_sentence_encoder(folder, device=device, max_seq_length=max_seq_length),

@@ -18,7 +18,6 @@ ascending). For cosine and ip, ``D`` is descending.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from matryoshka._io import atomic_dir, resolve_dir
+from matryoshka._io import atomic_dir, resolve_dir, sha256_file
 from matryoshka.dims import validate_dim
 from matryoshka.index.exact import METRICS, check_matrix, finish, prepare_queries, stream_topk
 from matryoshka.index.storage import PRECISIONS, Storage
@@ -72,14 +71,6 @@ def check_funnel(funnel: Sequence[Sequence[int]], d: int) -> list[tuple[int, int
                 f"{k1} candidates the stage before handed it"
             )
     return stages
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class MatryoshkaIndex:
@@ -536,7 +527,7 @@ class MatryoshkaIndex:
                 np.save(tmp / name, np.ascontiguousarray(arr), allow_pickle=False)
                 files[name] = {
                     "bytes": (tmp / name).stat().st_size,
-                    "sha256": _sha256(tmp / name),
+                    "sha256": sha256_file(tmp / name),
                     "shape": list(arr.shape),
                     "dtype": str(arr.dtype),
                 }
@@ -614,7 +605,7 @@ class MatryoshkaIndex:
                     f"index {want} is corrupt: {name} has {f.stat().st_size} bytes, "
                     f"the manifest says {info['bytes']}"
                 )
-            if verify and _sha256(f) != info["sha256"]:
+            if verify and sha256_file(f) != info["sha256"]:
                 raise ValueError(f"index {want} is corrupt: {name} fails its sha256 checksum")
             try:
                 # copy-on-write maps: writable views for torch, and nothing is ever written back
