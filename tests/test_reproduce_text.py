@@ -9,6 +9,8 @@ import pytest
 pytest.importorskip("sentence_transformers")
 
 from matryoshka.reproduce_text import (  # noqa: E402
+    BEST_RECIPE,
+    TUNED_LR,
     default_recipes,
     funnel_table,
     parse_recipe,
@@ -54,7 +56,13 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
     )  # fmt: skip
     out = reproduce_scifact(**kw)
     methods = [r["method"] for r in out["retrieval"]]
-    assert methods == ["original", "pca", "plain", "mrl", "st-peer"]
+    assert methods == [
+        "original", "pca", "plain", "mrl", "st-peer", "plain-lr", "mrl-lr", BEST_RECIPE
+    ]  # fmt: skip
+    assert out["funnel_method"] == BEST_RECIPE
+    assert out["training"][BEST_RECIPE]["pairs"] == 12 + 18  # + one (title, text) per document
+    assert out["training"]["mrl-lr"]["config"]["lr"] == TUNED_LR
+    assert out["done_here"] == {"trained": methods[2:], "encoded": ["original", *methods[2:]]}
     assert [r["method"] for r in out["sts"]] == methods
     assert sorted(out["retrieval"][1]["dims"]) == [16]  # PCA of 18 documents: 18 components
     for r in out["retrieval"][:1] + out["retrieval"][2:]:
@@ -66,11 +74,14 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
     md = (tmp_path / "docs" / "scifact.md").read_text()
     assert "matryoshka reproduce scifact" in md and "| 384 |" in md and "st-peer" in md
     assert "## The targets, as measured" in md and "| mrl | yes | " in md
+    assert "It trained 6 of 6 models and encoded 7 of 7" in md
     assert out["mrl_vs_peer_max_abs_diff"] < 1e-4  # the same model: see the report
     assert json.loads((tmp_path / "docs" / "scifact.json").read_text())["counts"]["queries"] == 3
 
     again = reproduce_scifact(**kw)  # resumes: no training, the same numbers
     assert again["retrieval"] == out["retrieval"] and again["training"] == out["training"]
+    assert again["done_here"] == {"trained": [], "encoded": []}
+    assert "Read from `out_dir` instead" in (tmp_path / "docs" / "scifact.md").read_text()
     # a second process may measure new recipes alone, beside the default methods' folders
     only = reproduce_scifact(**kw, extra_recipes=["mrl-lr:method=mrl,lr=1e-4"],
                              default_methods=False)  # fmt: skip

@@ -349,3 +349,43 @@ def test_fine_tune_saves_reloads_and_encodes_the_same(encoder, tmp_path, method)
         load_text_model(path, truncate_dim=500)
     with pytest.raises(FileNotFoundError, match="matryoshka.json"):
         load_text_model(tmp_path)
+
+
+def test_st_trainer_runs_the_peer_and_logs_its_loss(encoder, tmp_path):
+    """The peer through SentenceTransformerTrainer: its first logged loss is MatryoshkaLoss(MNRL)
+    of the starting model on the whole batch (dropout off, one batch per epoch)."""
+    from sentence_transformers.util import is_training_available
+
+    if not is_training_available():
+        pytest.skip("needs datasets and accelerate (pip install 'matryoshka[st]')")
+    from matryoshka.nn import MatryoshkaLoss, in_batch_contrastive_loss
+    from matryoshka.train.text import _embed
+
+    model = copy.deepcopy(encoder)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    pairs = [(f"what do we know about {t}?", f"A short note about {t}.") for t in TOPICS]
+    dims = [16, 64, 384]
+    a, p = [x for x, _ in pairs], [y for _, y in pairs]
+    model.eval()
+    with torch.no_grad():
+        ours, _ = MatryoshkaLoss(
+            in_batch_contrastive_loss, dims, slice_embeddings=True, normalize=True
+        )((_embed(model, a), _embed(model, p)))
+    cfg = TextTrainConfig(
+        method="st-peer", trainer="sentence-transformers", dims=dims, batch_size=len(pairs),
+        max_steps=2, lr=1e-4, warmup_ratio=0.0, max_seq_length=32,
+    )  # fmt: skip
+    log = fit_text(model, pairs, cfg, progress=False)
+    assert log["trainer"] == "sentence-transformers" and log["steps"] == 2
+    losses = [r["loss"] for r in log["history"]]
+    assert len(losses) == 2
+    assert losses[0] == pytest.approx(len(dims) * float(ours), abs=2e-4)  # the peer sums sizes
+    assert losses[1] < losses[0]  # one AdamW step on the same batch lowers its loss
+    assert any(not torch.equal(x, y) for x, y in zip(model.parameters(), encoder.parameters()))
+    path = save_text_model(model, tmp_path / "peer", dims, method="st-peer")
+    X = encode_texts(model, a, progress=False)
+    loaded, meta = load_text_model(path)
+    assert meta["method"] == "st-peer"
+    np.testing.assert_allclose(encode_texts(loaded, a, progress=False), X, atol=1e-5)

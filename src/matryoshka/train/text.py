@@ -389,7 +389,7 @@ def fit_st_trainer(
 
     ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` over ``cfg.dims`` with the trainer's
     ``NO_DUPLICATES`` batch sampler, ``cfg.seed``, ``cfg.lr`` and ``cfg.warmup_ratio``. Needs
-    ``datasets`` and ``accelerate`` (``pip install datasets accelerate``); without them use
+    ``datasets`` and ``accelerate`` (``pip install 'matryoshka[st]'``); without them use
     :func:`fit_text` with ``method="st-peer"``, the same loss in our loop.
 
     Returns
@@ -407,7 +407,8 @@ def fit_st_trainer(
     if not is_training_available():
         raise ImportError(
             "SentenceTransformerTrainer needs datasets and accelerate: pip install datasets "
-            "accelerate (or run fit_text with method='st-peer', the same loss in our loop)"
+            "accelerate, or pip install 'matryoshka[st]' (or run fit_text with "
+            "method='st-peer', the same loss in our loop)"
         )
     from datasets import Dataset
 
@@ -437,6 +438,7 @@ def fit_st_trainer(
             logging_steps=1,
             save_strategy="no",
             report_to="none",
+            dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=not progress,
         )
         trainer = st.SentenceTransformerTrainer(
