@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         "reused and interrupted ones resume, so the same command can be run again. scifact: "
         "fine-tune all-MiniLM-L6-v2 with the nested loss, the plain loss and sentence-"
         "transformers' MatryoshkaLoss on the same pairs (the peer's recipe), the nested and "
-        "plain losses again at lr 1e-4, and the best recipe (lr 1e-4 plus title-to-abstract "
-        "pairs from the corpus), score SciFact and STS-B at every size, time funnels and write "
+        "plain losses again at lr 1e-4, and the best recipe (lr 1e-4, title-to-abstract "
+        "pairs from the corpus, sizes 64 and 384 weighted up), score SciFact and STS-B at every size, time funnels and write "
         "docs/results/scifact.md (about an hour on 2 CPU cores from empty caches).",
     )
     p.add_argument("dataset", choices=["cifar10", "scifact"], help="which reproduction")
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--funnel-method",
         metavar="NAME",
         help="scifact: whose corpus embeddings the funnels search, a method or recipe name "
-        "(default: the best recipe, mrl-lr-titles)",
+        "(default: the best recipe, mrl-lr-titles-w64-384)",
     )
     p.add_argument(
         "--only-recipes",
