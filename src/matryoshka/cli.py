@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tune all-MiniLM-L6-v2 with the nested loss, the plain loss and sentence-"
         "transformers' MatryoshkaLoss on the same pairs (the peer's recipe), the nested and "
         "plain losses again at lr 1e-4, and the best recipe (lr 1e-4, title-to-abstract "
-        "pairs from the corpus, sizes 64 and 384 weighted up), score SciFact and STS-B at every size, time funnels and write "
-        "docs/results/scifact.md (about an hour on 2 CPU cores from empty caches).",
+        "pairs from the corpus, sizes 64 and 384 weighted up), score SciFact and STS-B at "
+        "every size, time funnels and write docs/results/scifact.md (about an hour on 2 CPU "
+        "cores from empty caches).",
     )
     p.add_argument("dataset", choices=["cifar10", "scifact"], help="which reproduction")
     p.add_argument("--config", default="configs/cifar10.yaml", help="cifar10: the shared recipe")
