@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transformers' MatryoshkaLoss on the same pairs (the peer's recipe), the nested and "
         "plain losses again at lr 1e-4, and the best recipe (lr 1e-4, title-to-abstract "
         "pairs from the corpus, sizes 64 and 384 weighted up), score SciFact and STS-B at "
-        "every size, time funnels and write docs/results/scifact.md (about an hour on 2 CPU "
+        "every size, time funnels and write docs/results/scifact.md (49 minutes on 2 CPU "
         "cores from empty caches).",
     )
     p.add_argument("dataset", choices=["cifar10", "scifact"], help="which reproduction")
