@@ -278,8 +278,10 @@ def _plot(results: list[dict], funnels: list[dict], base: str, png_dir: Path) ->
         plt = _pyplot()
     except ImportError:
         return []
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4) if len(results) <= 8 else (8, 5))
     plot_accuracy_vs_dim(results, metric="ndcg@10", ax=ax, title="SciFact test nDCG@10 (%)")
+    if len(results) > 8:
+        ax.legend(fontsize=7, ncol=2)
     save_figure(fig, png_dir / f"{base}_ndcg.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -3,6 +3,7 @@ returns it; matplotlib is imported inside the functions (extra ``viz``)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,26 @@ def plot_accuracy_vs_dim(
     Sizes not in ``trained`` (interpolated) are drawn as hollow markers.
     """
     plt = _pyplot()
+    from matplotlib import colors as matplotlib_colors
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     trained_set = None if trained is None else {int(m) for m in trained}
+    # methods without a fixed style get colours the fixed ones leave free (tab20 past ten lines)
+    used = {_STYLES[r["method"]]["color"] for r in results if r["method"] in _STYLES}
+    n_free = sum(r["method"] not in _STYLES for r in results)
+    palette = [f"C{i}" for i in range(10)] if n_free + len(used) <= 10 else None
+    palette = palette or [matplotlib_colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+    used_hex = {matplotlib_colors.to_hex(c) for c in used}
+    free = iter([c for c in palette if matplotlib_colors.to_hex(c) not in used_hex] * 2)
+    markers = itertools.cycle(["o", "s", "^", "D", "P", "X", "*", "h"])
     for r in results:
         pts = sorted((int(m), v[metric]) for m, v in r["dims"].items() if v.get(metric) is not None)
         if not pts:
             continue
-        style = dict(_STYLES.get(r["method"], {"marker": "o"}))
+        style = dict(_STYLES.get(r["method"], {}))
+        if not style:
+            style = {"marker": next(markers), "color": next(free)}
         xs = [m for m, _ in pts]
         ys = [100 * v for _, v in pts]
         marker = style.pop("marker")
