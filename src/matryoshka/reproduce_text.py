@@ -1,9 +1,9 @@
 """Matryoshka fine-tuning of a sentence encoder, measured at every size: ``reproduce scifact``.
 
 On SciFact (BEIR layout) and STS-B, from one command: the original all-MiniLM-L6-v2 truncated,
-PCA of its corpus embeddings, a plain fine-tune, our Matryoshka fine-tune(s) and
-sentence-transformers' ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` peer, all trained on the
-same pairs for the same steps with the same seed. Each model and each encoded matrix is written
+PCA of its corpus embeddings, plain fine-tunes, our Matryoshka fine-tunes and
+sentence-transformers' ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` peer, trained on the
+same pairs for the same steps with the same seed (the best recipe adds pairs from the corpus). Each model and each encoded matrix is written
 once into ``out_dir`` and reused, so an interrupted run resumes. Every size is scored from one
 encoded matrix; funnels (shortlist at a short prefix, rerank at full size) are timed on the
 Matryoshka corpus embeddings. Writes ``docs_dir/scifact.md``, its JSON and two plots.
@@ -520,7 +520,7 @@ def reproduce_scifact(
         More recipes as ``NAME:KEY=VALUE,...`` over the base recipe (:func:`parse_recipe`),
         e.g. ``"mrl-titles:method=mrl,pairs=train+titles"`` from ``--recipe`` on the command line.
     default_methods : bool
-        Train and report plain, mrl and st-peer (when ``recipes`` is not given); False measures
+        Train and report :func:`default_recipes` (when ``recipes`` is not given); False measures
         only ``extra_recipes`` (e.g. a second process trying recipes beside a running one).
     funnels : list of funnels
         Timed on the corpus embeddings of ``funnel_method`` (default :data:`BEST_RECIPE`, else
