@@ -3,8 +3,9 @@
 On SciFact (BEIR layout) and STS-B, from one command: the original all-MiniLM-L6-v2 truncated,
 PCA of its corpus embeddings, plain fine-tunes, our Matryoshka fine-tunes and
 sentence-transformers' ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` peer, trained on the
-same pairs for the same steps with the same seed (the best recipe adds pairs from the corpus). Each model and each encoded matrix is written
-once into ``out_dir`` and reused, so an interrupted run resumes. Every size is scored from one
+same pairs for the same steps with the same seed (the best recipe adds pairs from the corpus).
+Each model and each encoded matrix is written once into ``out_dir`` and reused, so an
+interrupted run resumes. Every size is scored from one
 encoded matrix; funnels (shortlist at a short prefix, rerank at full size) are timed on the
 Matryoshka corpus embeddings. Writes ``docs_dir/scifact.md``, its JSON and two plots.
 """
