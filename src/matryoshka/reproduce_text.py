@@ -196,8 +196,11 @@ def _train_cached(
     pairs: list,
     device: str,
     progress: bool,
-) -> dict[str, Any]:
-    """Train into ``folder`` unless a model trained with exactly ``cfg`` is there already."""
+) -> tuple[dict[str, Any], bool]:
+    """Train into ``folder`` unless a model trained with exactly ``cfg`` is there already.
+
+    Returns the model's ``matryoshka.json`` and whether it was trained now (False: reused).
+    """
     want = asdict(cfg)
     if (folder / "matryoshka.json").is_file():
         _, meta = load_text_model(folder)  # checks the folder
@@ -208,7 +211,7 @@ def _train_cached(
                 f"{folder} holds a model {name!r} trained with another recipe (have, want): "
                 f"{diff}; choose another out_dir or delete the folder"
             )
-        return meta
+        return meta, False
     model = load_sentence_encoder(model_path, device=device, max_seq_length=cfg.max_seq_length)
     log = fit_text(model, pairs, cfg, progress=progress)
     dims = log["dims"] or list(cfg.dims or DIMS)
@@ -216,7 +219,7 @@ def _train_cached(
         model, folder, dims, method=cfg.method, name=name, config=want, pairs=len(pairs),
         steps=log["steps"], seconds=log["seconds"], epochs=log["epochs"], history=log["history"],
     )  # fmt: skip
-    return json.loads((folder / "matryoshka.json").read_text())
+    return json.loads((folder / "matryoshka.json").read_text()), True
 
 
 def funnel_table(
@@ -629,9 +632,9 @@ def reproduce_scifact(
     for name, cfg in recipes.items():
         pairs = _pairs(cfg.extra.get("pairs", "train"), train_pairs, test.corpus)
         folder = out_dir / "models" / name
-        if not (folder / "matryoshka.json").is_file():
+        meta, trained = _train_cached(name, cfg, folder, model, pairs, device, progress)
+        if trained:
             done_here["trained"].append(name)
-        meta = _train_cached(name, cfg, folder, model, pairs, device, progress)
         training[name] = {k: meta[k] for k in ("config", "pairs", "steps", "seconds", "epochs")}
         r, s, X, _ = evaluate(name, folder)
         retrieval.append(r)
