@@ -50,10 +50,10 @@ def plot_accuracy_vs_dim(
     # methods without a fixed style get colours the fixed ones leave free (tab20 past ten lines)
     used = {_STYLES[r["method"]]["color"] for r in results if r["method"] in _STYLES}
     n_free = sum(r["method"] not in _STYLES for r in results)
-    palette = [f"C{i}" for i in range(10)] if n_free + len(used) <= 10 else None
-    palette = palette or [matplotlib_colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+    cmap = "tab10" if n_free + len(used) <= 10 else "tab20"
     used_hex = {matplotlib_colors.to_hex(c) for c in used}
-    free = iter([c for c in palette if matplotlib_colors.to_hex(c) not in used_hex] * 2)
+    palette = [matplotlib_colors.to_hex(c) for c in plt.get_cmap(cmap).colors]
+    free = iter([c for c in palette if c not in used_hex] * 2)
     markers = itertools.cycle(["o", "s", "^", "D", "P", "X", "*", "h"])
     for r in results:
         pts = sorted((int(m), v[metric]) for m, v in r["dims"].items() if v.get(metric) is not None)
