@@ -30,6 +30,7 @@ from matryoshka.data.images import (  # noqa: E402
     normalize,
     random_crop_flip,
 )
+from matryoshka.data.images import cache as image_cache  # noqa: E402
 
 CLASSES = ["cat", "dog", "frog"]
 PER_CLASS = 3
@@ -137,13 +138,13 @@ def test_image_size_resizes_and_center_crops(tmp_path: Path) -> None:
 
 def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = [0]
-    decode = mi._decode
+    decode = image_cache._decode
 
     def counting(*args, **kwargs):
         calls[0] += 1
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(mi, "_decode", counting)
+    monkeypatch.setattr(image_cache, "_decode", counting)
     return calls
 
 

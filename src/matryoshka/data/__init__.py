@@ -1,6 +1,9 @@
-"""Data loaders. Imports nothing else of the package (but the leaf helper ``matryoshka._io``).
+"""Data loaders. Imports nothing else of the package (but the leaf helpers ``matryoshka._io`` and
+``matryoshka._optional``).
 
-``load_dataset(name, ...)`` returns ``(train, test, classes)`` for the names the configs use.
+``load_dataset(name, ...)`` returns ``(train, test, classes)`` for the names the configs use;
+:mod:`matryoshka.data.splits` sets a seeded, class-balanced held-out part and training subset
+aside (``split_holdout``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from matryoshka.data.images import (
     normalize,
     random_crop_flip,
 )
+from matryoshka.data.splits import dataset_labels, split_holdout, stratified_indices
 from matryoshka.data.text import (
     BeirDataset,
     StsPairs,
@@ -64,6 +68,9 @@ __all__ = [
     "load_digits_split",
     "normalize",
     "random_crop_flip",
+    "dataset_labels",
+    "split_holdout",
+    "stratified_indices",
 ]
 
 DATASETS = ("digits", "cifar10", "image_folder")

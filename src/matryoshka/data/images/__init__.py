@@ -1,0 +1,98 @@
+"""Image data sets in the ImageNet layout (``split/class/image.jpg``), from a folder or a tar file.
+
+Three ways in, one kind of result: every data set here is a ``torch.utils.data.Dataset`` whose
+items are ``(image, label)`` with ``image`` a float32 tensor of shape (3, H, W), normalised with a
+per-channel mean and std, and ``label`` an int; each has ``classes`` (sorted folder names) and
+``labels`` (int64 tensor of shape (N,)).
+
+- :func:`image_folder` reads an extracted folder or a plain (uncompressed) tar directly. With
+  ``cache_dir`` it decodes every JPEG once into a memory-mappable uint8 array
+  (``images.npy`` of shape (N, 3, H, W)) and later epochs, and later runs, read that instead: a
+  :class:`DecodedImageDataset`. Without ``cache_dir`` it decodes on every access: an
+  :class:`ImageFileDataset`. The cache is rebuilt when its source changes (path, size, mtime) or
+  when ``image_size`` changes.
+- :func:`cifar10` reads CIFAR-10 through torchvision (which downloads it on a user's machine) or,
+  given a folder holding ``train.tar``/``test.tar`` or ``train/``/``test/`` in the ImageNet layout,
+  through :func:`image_folder`; both give a :class:`DecodedImageDataset` with the same classes.
+- ImageNet goes through :func:`image_folder` with ``image_size=224`` and no cache (a decoded cache
+  of 1.28M full-size images does not fit on most disks): training images get the standard
+  random-resized crop (Szegedy et al. 2015, scale 0.08-1, aspect 3/4-4/3) and a flip, evaluation
+  images a resize of the shorter side to ``image_size / crop_fraction`` and a centre crop. The
+  validation split must be laid out in class folders like the training split. A cache with a small
+  ``image_size`` (e.g. 64, a downsampled ImageNet) works too.
+
+Augmentation (``augment=``):
+
+=================  =========================================================================
+``"auto"``         ``"none"`` unless ``split == "train"``; for training ``"resized_crop"`` when
+                   decoding on the fly at a given ``image_size``, otherwise ``"crop"``
+``"crop"``         the CIFAR recipe: zero-pad by ``padding`` (4), random crop back to (H, W),
+                   random horizontal flip; batched tensor ops on uint8 (:func:`random_crop_flip`)
+``"resized_crop"`` the ImageNet recipe above; only when decoding on the fly with ``image_size``
+``"none"``         no augmentation
+=================  =========================================================================
+
+Randomness comes from torch's global generator, which ``DataLoader`` seeds per worker from
+``torch.manual_seed``, so a seeded run is repeatable. Pillow and torchvision are the ``vision``
+extra; they load inside the functions that need them (through :func:`matryoshka._optional.require`).
+
+The modules:
+
+=================  =========================================================================
+``transforms``     mean/std constants, :func:`normalize`, :func:`random_crop_flip`, the
+                   random-resized-crop box, the checks of ``augment``, ``mean`` and ``std``
+``sources``        folder and tar sources: finding a split, listing classes and samples
+``decode``         decoding one image file to uint8 (3, H, W) with Pillow
+``cache``          the decoded uint8 cache: folder name, key, atomic build, load and validate
+``datasets``       :class:`DecodedImageDataset` and :class:`ImageFileDataset`
+``loaders``        the entry points :func:`image_folder` and :func:`cifar10`
+=================  =========================================================================
+"""
+
+from __future__ import annotations
+
+# The private helpers are re-exported too: the package was one module, and code and pickles
+# made before the split name them as ``matryoshka.data.images.<name>``.
+from matryoshka.data.images.cache import _CACHE_VERSION as _CACHE_VERSION
+from matryoshka.data.images.cache import _build_cache as _build_cache
+from matryoshka.data.images.cache import _cache_folder as _cache_folder
+from matryoshka.data.images.cache import _decode_all as _decode_all
+from matryoshka.data.images.cache import _load_cache as _load_cache
+from matryoshka.data.images.datasets import DecodedImageDataset, ImageFileDataset
+from matryoshka.data.images.decode import _decode as _decode
+from matryoshka.data.images.loaders import cifar10, image_folder
+from matryoshka.data.images.sources import IMAGE_EXTENSIONS
+from matryoshka.data.images.sources import _FolderSource as _FolderSource
+from matryoshka.data.images.sources import _list as _list
+from matryoshka.data.images.sources import _open_source as _open_source
+from matryoshka.data.images.sources import _Source as _Source
+from matryoshka.data.images.sources import _TarSource as _TarSource
+from matryoshka.data.images.transforms import _AUGMENTS as _AUGMENTS
+from matryoshka.data.images.transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    normalize,
+    random_crop_flip,
+    random_resized_box,
+)
+from matryoshka.data.images.transforms import _check_augment as _check_augment
+from matryoshka.data.images.transforms import _check_stats as _check_stats
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "Augment",
+    "DecodedImageDataset",
+    "ImageFileDataset",
+    "cifar10",
+    "image_folder",
+    "normalize",
+    "random_crop_flip",
+    "random_resized_box",
+]
