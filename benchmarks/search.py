@@ -34,8 +34,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from matryoshka.eval.retrieval import recall_at_k
-from matryoshka.index import MatryoshkaIndex
+from matryoshka.dims import truncate
+from matryoshka.index import MatryoshkaIndex, parse_funnel, recall_at_k
 from matryoshka.index.ann import import_faiss
 
 
@@ -61,11 +61,6 @@ def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
-
-
-def parse_funnel(text: str) -> list[tuple[int, int]]:
-    """``"32:400,128:50,512:10"`` -> ``[(32, 400), (128, 50), (512, 10)]``."""
-    return [tuple(int(v) for v in st.split(":")) for st in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,10 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"setup_s": round(time.perf_counter() - t0, 2), **common}), file=sys.stderr)
 
     # baseline: faiss IndexFlatIP on unit vectors at full size (exact cosine)
-    xb_unit = xb / np.maximum(np.linalg.norm(xb, axis=1, keepdims=True), 1e-12)
+    xb_unit = truncate(xb, d)  # (N, d) unit rows
     flat = faiss.IndexFlatIP(d)
     flat.add(xb_unit)
-    xq_unit = xq / np.maximum(np.linalg.norm(xq, axis=1, keepdims=True), 1e-12)
+    xq_unit = truncate(xq, d)
     base_s, (_, gt) = timed(lambda: flat.search(xq_unit, k), args.repeat)
     flat.reset()  # free its copy of the vectors
     del xb_unit
@@ -169,11 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         report("ours exact full", s, ids)
 
     def stages(text: str) -> list[tuple[int, int]]:
-        return [(d if a == "FULL" else int(a), int(b)) for a, b in (st.split(":") for st in text)]
+        """A funnel written as ``dim:k,...``, with ``FULL`` standing for the full size ``d``."""
+        return parse_funnel(text.replace("FULL", str(d)))
 
     if not args.skip_exact_funnels:
         for f in filter(None, args.funnels.split(";")):
-            funnel = stages(f.split(","))
+            funnel = stages(f)
             index.search(xq[:2], funnel=funnel)
             s, (_, ids) = timed(lambda funnel=funnel: index.search(xq, funnel=funnel), args.repeat)
             report(f"ours exact funnel {funnel}", s, ids, funnel=funnel)
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         index.build_ann(kind, dim, **params)
         build_s = time.perf_counter() - t0
-        funnel = [(dim, k1)] + stages(rest)
+        funnel = stages(",".join([f"{dim}:{k1}", *rest]))
         index.search(xq[:2], funnel=funnel, ann=True)
         s, (_, ids) = timed(
             lambda funnel=funnel: index.search(xq, funnel=funnel, ann=True), args.repeat

@@ -5,68 +5,68 @@ positions to the funnel, whose later stages rerank from the stored vectors at la
 structure holds its own copy of the short prefix (``N * m * 4`` bytes for HNSW and IVF, less for
 IVF-PQ), small next to the full vectors when ``m`` is small.
 
+A stage never sees the index: it reads the stored rows it needs through a row reader
+``rows(start, stop, m)`` (:data:`RowsFn`) and is told the metric, both passed by
+``MatryoshkaIndex`` when it builds, adds to and searches the stage.
+
 AdANNS-IVF (Rege et al., 2023, "AdANNS: A Framework for Adaptive Semantic Search",
 https://arxiv.org/abs/2305.19435) clusters with one prefix size and scores inside the probed lists
 with another: ``cluster_dim`` decides the k-means clustering, every vector's list and the
 query-to-centroid step; ``dim`` the scan inside the lists. Either may be the larger.
 
 faiss is an optional dependency (``pip install 'matryoshka[index]'``) imported only here, inside
-the functions that use it.
+the functions that use it, through :func:`matryoshka._optional.require`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from matryoshka.dims import validate_dim
+from matryoshka._optional import require
+from matryoshka.dims import truncate, validate_dim
 
-if TYPE_CHECKING:
-    from matryoshka.index.core import MatryoshkaIndex
-
-__all__ = ["import_faiss", "make_ann", "HNSWStage", "IVFStage", "AdannsIVFStage", "ANN_KINDS"]
+__all__ = [
+    "import_faiss",
+    "make_ann",
+    "HNSWStage",
+    "IVFStage",
+    "AdannsIVFStage",
+    "ANN_KINDS",
+    "RowsFn",
+]
 
 ANN_KINDS = ("hnsw", "ivf", "ivfpq", "adanns")
+
+# A row reader: ``rows(start, stop, m)`` returns the stored rows ``start:stop`` at size ``m`` as a
+# float32 array of shape (stop - start, m), each row unit-normalised when the metric is cosine.
+RowsFn = Callable[[int, int, int], np.ndarray]
+
+_CHUNK = 65536  # rows read and added to faiss at a time
 
 
 def import_faiss() -> Any:
     """Import faiss, or raise ``ImportError`` naming the extra that provides it."""
-    try:
-        import faiss
-    except ImportError:
-        raise ImportError(
-            "approximate search needs faiss, which is not installed: "
-            "pip install 'matryoshka[index]'"
-        ) from None
-    return faiss
+    return require("faiss", "approximate search")
 
 
 def _faiss_metric(faiss: Any, metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
-def _prefix(index: MatryoshkaIndex, m: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Stored rows ``start:stop`` at size ``m`` as float32 (n, m), unit-norm for cosine."""
-    stop = len(index) if stop is None else stop
-    x = index._store.rows(start, stop, m)
-    if index.metric == "cosine":
-        x *= index._norm(m)[start:stop, None]
-    return x
+def _queries(xq: np.ndarray, m: int, metric: str) -> np.ndarray:
+    """Queries at size ``m`` as contiguous float32 (nq, m), unit-normalised for cosine."""
+    q = truncate(np.asarray(xq, dtype=np.float32), m, normalize=metric == "cosine")
+    return np.ascontiguousarray(q)  # faiss reads C-contiguous rows
 
 
-def _queries(index: MatryoshkaIndex, xq: np.ndarray, m: int) -> np.ndarray:
-    q = np.ascontiguousarray(xq[:, :m], dtype=np.float32)  # (nq, m)
-    if index.metric == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    return q
-
-
-def _to_scores(index: MatryoshkaIndex, q: np.ndarray, D: np.ndarray, Ipos: np.ndarray):
+def _to_scores(q: np.ndarray, D: np.ndarray, Ipos: np.ndarray, metric: str):
     """faiss (D, I) to the funnel's convention: larger is better; l2 as ``|q|^2 - dist``."""
     S = torch.from_numpy(np.ascontiguousarray(D, dtype=np.float32))
-    if index.metric == "l2":
+    if metric == "l2":
         S = torch.from_numpy(np.einsum("ij,ij->i", q, q))[:, None] - S
     P = torch.from_numpy(np.ascontiguousarray(Ipos, dtype=np.int64))
     S[P < 0] = float("-inf")
@@ -97,6 +97,10 @@ class _Stage:
         """Constructor settings (besides ``dim``), as saved in an index's manifest."""
         raise NotImplementedError
 
+    def build(self, rows: RowsFn, n: int, metric: str) -> _Stage:
+        """Build the structure over the ``n`` stored rows read through ``rows``; returns self."""
+        raise NotImplementedError
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The built faiss structures as uint8 arrays (faiss's own format, not pickle)."""
         faiss = import_faiss()
@@ -108,19 +112,23 @@ class _Stage:
         self.faiss_index = faiss.deserialize_index(np.ascontiguousarray(arrays["index"]))
         return self
 
-    def _add_rows(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
-        for s in range(start, stop, 65536):
-            self.faiss_index.add(_prefix(index, self.search_dim, s, min(stop, s + 65536)))
+    def _add_rows(self, rows: RowsFn, start: int, stop: int) -> None:
+        for s in range(start, stop, _CHUNK):
+            self.faiss_index.add(rows(s, min(stop, s + _CHUNK), self.search_dim))
 
-    def add(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
-        """Add stored rows ``start:stop`` (called by ``MatryoshkaIndex.add``)."""
-        self._add_rows(index, start, stop)
+    def add(self, rows: RowsFn, start: int, stop: int, metric: str) -> None:
+        """Add stored rows ``start:stop``, read through ``rows`` (after ``MatryoshkaIndex.add``)."""
+        self._add_rows(rows, start, stop)
 
-    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
-        """Shortlist of ``k`` positions per query: scores and positions, each (nq, k)."""
-        q = _queries(index, xq, self.search_dim)
+    def search(self, xq: np.ndarray, k: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shortlist of ``k`` positions per query for queries ``xq`` (nq, >= dim).
+
+        Returns scores (nq, k) float32, larger is better (``-inf`` where none), and row
+        positions (nq, k) int64 (``-1`` where none).
+        """
+        q = _queries(xq, self.search_dim, metric)
         D, Ipos = self.faiss_index.search(q, k)
-        return _to_scores(index, q, D, Ipos)
+        return _to_scores(q, D, Ipos, metric)
 
 
 class HNSWStage(_Stage):
@@ -149,18 +157,19 @@ class HNSWStage(_Stage):
     def params(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
 
-    def build(self, index: MatryoshkaIndex) -> HNSWStage:
+    def build(self, rows: RowsFn, n: int, metric: str) -> HNSWStage:
+        """Build the graph over the ``n`` stored rows read through ``rows``; returns self."""
         faiss = import_faiss()
         self.faiss_index = faiss.IndexHNSWFlat(
-            self.search_dim, self.M, _faiss_metric(faiss, index.metric)
+            self.search_dim, self.M, _faiss_metric(faiss, metric)
         )
         self.faiss_index.hnsw.efConstruction = self.ef_construction
-        self._add_rows(index, 0, len(index))
+        self._add_rows(rows, 0, n)
         return self
 
-    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+    def search(self, xq: np.ndarray, k: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
         self.faiss_index.hnsw.efSearch = max(self.ef_search, k)
-        return super().search(index, xq, k)
+        return super().search(xq, k, metric)
 
 
 class IVFStage(_Stage):
@@ -198,27 +207,28 @@ class IVFStage(_Stage):
             out.update(pq_m=self.pq_m, nbits=self.nbits)
         return out
 
-    def build(self, index: MatryoshkaIndex) -> IVFStage:
+    def build(self, rows: RowsFn, n: int, metric: str) -> IVFStage:
+        """Train the lists on a sample of the ``n`` stored rows and add them all; returns self."""
         faiss = import_faiss()
-        nlist = _check_nlist(self.nlist, len(index))
-        metric = _faiss_metric(faiss, index.metric)
+        nlist = _check_nlist(self.nlist, n)
+        fmetric = _faiss_metric(faiss, metric)
         m = self.search_dim
-        quantizer = faiss.IndexFlatL2(m) if index.metric == "l2" else faiss.IndexFlatIP(m)
+        quantizer = faiss.IndexFlatL2(m) if metric == "l2" else faiss.IndexFlatIP(m)
         if self.pq_m is None:
-            ivf = faiss.IndexIVFFlat(quantizer, m, nlist, metric)
+            ivf = faiss.IndexIVFFlat(quantizer, m, nlist, fmetric)
         else:
-            ivf = faiss.IndexIVFPQ(quantizer, m, nlist, self.pq_m, self.nbits, metric)
+            ivf = faiss.IndexIVFPQ(quantizer, m, nlist, self.pq_m, self.nbits, fmetric)
         ivf.own_fields = True
         quantizer.this.disown()  # the IVF index owns and frees its quantizer
-        x = _prefix(index, m)[_train_sample(len(index), nlist, 256 if self.pq_m else 64)]
+        x = rows(0, n, m)[_train_sample(n, nlist, 256 if self.pq_m else 64)]  # (ntrain, m)
         ivf.train(x)
         self.faiss_index = ivf
-        self._add_rows(index, 0, len(index))
+        self._add_rows(rows, 0, n)
         return self
 
-    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+    def search(self, xq: np.ndarray, k: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
         self.faiss_index.nprobe = min(self.nprobe, self.faiss_index.nlist)
-        return super().search(index, xq, k)
+        return super().search(xq, k, metric)
 
 
 class AdannsIVFStage(_Stage):
@@ -256,62 +266,60 @@ class AdannsIVFStage(_Stage):
         self.centroids = faiss.deserialize_index(np.ascontiguousarray(arrays["centroids"]))
         return self
 
-    def _assign(self, index: MatryoshkaIndex, start: int, stop: int) -> np.ndarray:
-        xc = _prefix(index, self.cluster_dim, start, stop)
+    def _assign(self, rows: RowsFn, start: int, stop: int) -> np.ndarray:
+        """The list of each stored row ``start:stop``, shape (stop - start,)."""
+        xc = rows(start, stop, self.cluster_dim)  # (n, cluster_dim)
         return self.centroids.search(xc, 1)[1][:, 0]
 
-    def build(self, index: MatryoshkaIndex) -> AdannsIVFStage:
+    def build(self, rows: RowsFn, n: int, metric: str) -> AdannsIVFStage:
+        """Cluster at ``cluster_dim``, then list the ``n`` stored rows at ``dim``; returns self."""
         faiss = import_faiss()
-        n, dc, ds = len(index), self.cluster_dim, self.search_dim
+        dc, ds = self.cluster_dim, self.search_dim
         nlist = _check_nlist(self.nlist, n)
-        metric = _faiss_metric(faiss, index.metric)
         sample = _train_sample(n, nlist)
-        km = faiss.Kmeans(dc, nlist, niter=20, seed=1234, spherical=index.metric == "cosine")
-        km.train(_prefix(index, dc)[sample])
-        self.centroids = faiss.IndexFlatL2(dc) if index.metric == "l2" else faiss.IndexFlatIP(dc)
+        km = faiss.Kmeans(dc, nlist, niter=20, seed=1234, spherical=metric == "cosine")
+        km.train(rows(0, n, dc)[sample])
+        self.centroids = faiss.IndexFlatL2(dc) if metric == "l2" else faiss.IndexFlatIP(dc)
         self.centroids.add(km.centroids)
         # the IVF structure at size ds needs centroids of that size: the lists' means at ds
         assign = np.concatenate(
-            [self._assign(index, s, min(n, s + 65536)) for s in range(0, n, 65536)]
+            [self._assign(rows, s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
         )
         sums = np.zeros((nlist, ds), dtype=np.float64)
-        for s in range(0, n, 65536):
-            np.add.at(sums, assign[s : s + 65536], _prefix(index, ds, s, min(n, s + 65536)))
+        for s in range(0, n, _CHUNK):
+            np.add.at(sums, assign[s : s + _CHUNK], rows(s, min(n, s + _CHUNK), ds))
         means = (sums / np.maximum(np.bincount(assign, minlength=nlist), 1)[:, None]).astype(
             np.float32
         )
-        quantizer = faiss.IndexFlatL2(ds) if index.metric == "l2" else faiss.IndexFlatIP(ds)
+        quantizer = faiss.IndexFlatL2(ds) if metric == "l2" else faiss.IndexFlatIP(ds)
         quantizer.add(means)
-        ivf = faiss.IndexIVFFlat(quantizer, ds, nlist, metric)
+        ivf = faiss.IndexIVFFlat(quantizer, ds, nlist, _faiss_metric(faiss, metric))
         ivf.own_fields = True
         quantizer.this.disown()
         ivf.is_trained = True
         self.faiss_index = ivf
-        self._add_assigned(index, 0, n, assign)
+        self._add_assigned(rows, 0, n, assign)
         return self
 
-    def _add_assigned(
-        self, index: MatryoshkaIndex, start: int, stop: int, assign: np.ndarray
-    ) -> None:
-        from faiss.contrib.ivf_tools import add_preassigned
-
-        for s in range(start, stop, 65536):
-            e = min(stop, s + 65536)
+    def _add_assigned(self, rows: RowsFn, start: int, stop: int, assign: np.ndarray) -> None:
+        ivf_tools = require("faiss.contrib.ivf_tools", "approximate search")
+        for s in range(start, stop, _CHUNK):
+            e = min(stop, s + _CHUNK)
             ids = np.arange(s, e, dtype=np.int64)
             a = np.ascontiguousarray(assign[s - start : e - start], dtype=np.int64)
-            add_preassigned(self.faiss_index, _prefix(index, self.search_dim, s, e), a, ids)
+            ivf_tools.add_preassigned(self.faiss_index, rows(s, e, self.search_dim), a, ids)
 
-    def add(self, index: MatryoshkaIndex, start: int, stop: int) -> None:
-        self._add_assigned(index, start, stop, self._assign(index, start, stop))
+    def add(self, rows: RowsFn, start: int, stop: int, metric: str) -> None:
+        self._add_assigned(rows, start, stop, self._assign(rows, start, stop))
 
-    def search(self, index: MatryoshkaIndex, xq: np.ndarray, k: int):
+    def search(self, xq: np.ndarray, k: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
         nprobe = min(self.nprobe, self.faiss_index.nlist)
         self.faiss_index.nprobe = nprobe
-        qc = _queries(index, xq, self.cluster_dim)
+        qc = _queries(xq, self.cluster_dim, metric)
         coarse_d, lists = self.centroids.search(qc, nprobe)  # query-to-centroid at cluster_dim
-        q = _queries(index, xq, self.search_dim)
+        q = _queries(xq, self.search_dim, metric)
         D, Ipos = self.faiss_index.search_preassigned(q, k, lists, coarse_d)
-        return _to_scores(index, q, D, Ipos)
+        return _to_scores(q, D, Ipos, metric)
 
 
 def make_ann(kind: str, dim: int, d: int, **params: Any) -> _Stage:

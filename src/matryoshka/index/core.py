@@ -18,9 +18,7 @@ ascending). For cosine and ip, ``D`` is descending.
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,49 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from matryoshka._io import atomic_dir, resolve_dir, sha256_file
 from matryoshka.dims import validate_dim
-from matryoshka.index.exact import METRICS, check_matrix, finish, prepare_queries, stream_topk
+from matryoshka.index.ann import make_ann
+from matryoshka.index.exact import METRICS, check_matrix, finish
+from matryoshka.index.funnel import check_funnel
+from matryoshka.index.manifest import IndexParts, load_index, save_index
+from matryoshka.index.scoring import exact_stage, rerank
 from matryoshka.index.storage import PRECISIONS, Storage
 
-__all__ = ["MatryoshkaIndex", "check_funnel", "FORMAT_VERSION"]
+__all__ = ["MatryoshkaIndex"]
 
-FORMAT_VERSION = 1
-_FORMAT = "matryoshka-index"
 _EPS = 1e-12
-
-
-def check_funnel(funnel: Sequence[Sequence[int]], d: int) -> list[tuple[int, int]]:
-    """Validate a funnel ``[(m1, k1), (m2, k2), ...]`` and return it as a list of int pairs.
-
-    Sizes must not decrease and be at most ``d``; shortlist lengths positive and not increasing
-    (a later stage keeps at most what the one before handed it). A repeated size is useful when
-    the last stage reranks quantised codes from a float copy (``rerank="float16"``).
-    """
-    if isinstance(funnel, (str, bytes)) or not isinstance(funnel, Sequence) or len(funnel) == 0:
-        raise ValueError(f"funnel must be a non-empty list of (dim, k) stages, got {funnel!r}")
-    stages = []
-    for st in funnel:
-        if isinstance(st, (str, bytes)) or not isinstance(st, Sequence) or len(st) != 2:
-            raise ValueError(f"each funnel stage must be a (dim, k) pair, got {st!r} in {funnel!r}")
-        m, k = st
-        for v, what in ((m, "dim"), (k, "k")):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"funnel stage {what} must be an integer, got {v!r} in {funnel!r}")
-        if not 1 <= m <= d:
-            raise ValueError(f"funnel sizes must be between 1 and d={d}, got {m} in {funnel!r}")
-        if k < 1:
-            raise ValueError(f"funnel shortlist lengths must be positive, got {k} in {funnel!r}")
-        stages.append((int(m), int(k)))
-    for (m1, k1), (m2, k2) in zip(stages, stages[1:], strict=False):
-        if m2 < m1:
-            raise ValueError(f"funnel sizes must not decrease, got {m2} after {m1}")
-        if k2 > k1:
-            raise ValueError(
-                f"funnel shortlists cannot grow: stage ({m2}, {k2}) keeps more than the "
-                f"{k1} candidates the stage before handed it"
-            )
-    return stages
 
 
 class MatryoshkaIndex:
@@ -163,6 +129,31 @@ class MatryoshkaIndex:
             f"precision={self.precision!r}{extra}, count={len(self)})"
         )
 
+    def info(self) -> dict[str, Any]:
+        """What the index holds, as plain values (what ``matryoshka index info`` prints).
+
+        Keys: ``d``, ``metric``, ``precision``, ``rerank``, ``count``, ``ids`` (``"positions"``
+        while the ids are ``0..N-1``, else ``"explicit"``), ``next_id``, ``panels`` (column
+        ranges), ``bytes`` (stored codes), ``rerank_bytes`` and ``ann`` (kind, size and
+        settings of the approximate first stage, or None).
+        """
+        ann = None
+        if self.ann_ is not None:
+            ann = {"kind": self.ann_.kind, "dim": self.ann_.search_dim, **self.ann_.params()}
+        return {
+            "d": self.d,
+            "metric": self.metric,
+            "precision": self.precision,
+            "rerank": self.rerank,
+            "count": len(self),
+            "ids": "positions" if self._ids is None else "explicit",
+            "next_id": self._next_id,
+            "panels": [list(b) for b in self._store.bounds],
+            "bytes": self.nbytes,
+            "rerank_bytes": 0 if self._float is None else self._float.nbytes,
+            "ann": ann,
+        }
+
     # ------------------------------------------------------------------ writing
     def add(self, xb: np.ndarray, ids: np.ndarray | Sequence[int] | None = None) -> MatryoshkaIndex:
         """Append vectors.
@@ -220,7 +211,7 @@ class MatryoshkaIndex:
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         self._norms.clear()
         if self.ann_ is not None:
-            self.ann_.add(self, len(self) - n, len(self))
+            self.ann_.add(self._rows, len(self) - n, len(self), self.metric)
         return self
 
     def remove(self, ids: np.ndarray | Sequence[int]) -> int:
@@ -286,97 +277,19 @@ class MatryoshkaIndex:
             self._norms[key] = out
         return self._norms[key]
 
-    def _sources(self, m: int, block_size: int):
-        """Block readers for :func:`stream_topk` over the stored prefix of size ``m``."""
-        norm = self._norm(m) if self.metric != "ip" else None
-        store = self._store
-        if m <= store.width(0) and self.precision == "float32" and self.metric == "ip":
-            panel = torch.from_numpy(store.panels[0])  # (N, 32): the first panel, read in place
+    def _norm_or_none(self, m: int, store: Storage) -> np.ndarray | None:
+        """What the exact stages scale or shift scores by: :meth:`_norm`, or None for ip."""
+        return None if self.metric == "ip" else self._norm(m, store)
 
-            def rows(start: int, stop: int):
-                return panel[start:stop, :m], None, None
+    def _rows(self, start: int, stop: int, m: int) -> np.ndarray:
+        """Stored rows ``start:stop`` at size ``m``, float32 (stop - start, m), unit for cosine.
 
-            def take(pos: np.ndarray):
-                return panel.index_select(0, torch.from_numpy(pos))[:, :m], None, None
-
-            return rows, take
-
-        # l2 appends the column -|b|^2 to each row (queries get a column of ones), so the one
-        # product gives 2 q.b - |b|^2 without another pass over the scores
-        width = m + 1 if self.metric == "l2" else m
-        buf = np.empty((block_size, width), dtype=np.float32)
-
-        def prep(b: np.ndarray, nrm: np.ndarray | None):
-            if self.metric == "cosine":
-                b *= nrm[:, None]
-            elif self.metric == "l2":
-                b[:, m] = -nrm
-            return torch.from_numpy(b), None, None
-
-        def rows(start: int, stop: int):
-            b = buf[: stop - start]
-            store.rows(start, stop, m, out=b[:, :m])
-            return prep(b, None if norm is None else norm[start:stop])
-
-        def take(pos: np.ndarray):
-            b = np.empty((len(pos), width), dtype=np.float32)
-            store.take(pos, m, out=b[:, :m])
-            return prep(b, None if norm is None else norm[pos])
-
-        return rows, take
-
-    def _exact_stage(self, xq: np.ndarray, m: int, k: int, block_size: int):
-        """Positions (nq, k') and scores of the best ``k`` at size ``m`` over every stored row."""
-        q, _ = prepare_queries(xq, m, self.metric)
-        if self.metric == "l2":
-            q = torch.cat([q, torch.ones(len(q), 1)], dim=1)  # (nq, m + 1), see _sources
-        kk = min(k, len(self))
-        rows, take = self._sources(m, block_size)
-        return stream_topk(rows, take, len(self), q, kk, block_size)
-
-    def _rerank(self, xq: np.ndarray, pos: torch.Tensor, m: int, k: int, store: Storage):
-        """Rescore candidate positions (nq, kp) (``-1`` for none) at size ``m``; keep the best k.
-
-        Scores panel by panel: each panel's candidate rows are gathered into a reused buffer and
-        multiplied with the matching slice of the queries (zero-padded to the panel's width), so
-        no concatenated copy of the prefix is made.
+        The row reader handed to the approximate first stage (``ann.RowsFn``).
         """
-        q, _ = prepare_queries(xq, m, self.metric)  # (nq, m)
-        nq, kp = pos.shape
-        norm = self._norm(m, store) if self.metric != "ip" else None
-        kk = min(k, kp)
-        S = torch.empty(nq, kk)
-        P = torch.empty(nq, kk, dtype=torch.int64)
-        panels = [i for i, (lo, _) in enumerate(store.bounds) if lo < m]
-        widest = max(store.width(i) for i in panels)
-        qc = max(1, (1 << 22) // max(1, kp * widest))  # about 16 MB of gathered rows at a time
-        buf = torch.empty(min(nq, qc) * kp * widest)
-        qpad = []  # per panel: the queries' columns lo:hi, zero past m, (nq, width, 1)
-        for i in panels:
-            lo, hi = store.bounds[i]
-            qp = torch.zeros(nq, hi - lo, 1)
-            qp[:, : min(hi, m) - lo, 0] = q[:, lo : min(hi, m)]
-            qpad.append(qp)
-        for s0 in range(0, nq, qc):
-            p = pos[s0 : s0 + qc]  # (qc, kp)
-            c = p.shape[0]
-            valid = p >= 0
-            pp = torch.where(valid, p, 0).reshape(-1)  # (qc * kp,)
-            s = torch.zeros(c, kp, 1)
-            for i, qp in zip(panels, qpad, strict=True):
-                w = store.width(i)
-                rows = store.gather(i, pp, buf[: c * kp * w].view(c * kp, w))
-                s.baddbmm_(rows.view(c, kp, w), qp[s0 : s0 + c])  # (qc, kp, 1)
-            s = s[:, :, 0]
-            if self.metric == "cosine":
-                s *= torch.from_numpy(norm)[pp].view(c, kp)
-            elif self.metric == "l2":
-                s -= torch.from_numpy(norm)[pp].view(c, kp)
-            s[~valid] = float("-inf")
-            top, sel = s.topk(kk, dim=1)
-            S[s0 : s0 + c] = top
-            P[s0 : s0 + c] = p.gather(1, sel)
-        return S, P
+        x = self._store.rows(start, stop, m)
+        if self.metric == "cosine":
+            x *= self._norm(m)[start:stop, None]
+        return x
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -414,23 +327,9 @@ class MatryoshkaIndex:
         I : ndarray of shape (nq, k), int64
             Ids, ``-1`` where fewer than ``k`` vectors exist.
         """
-        if funnel is not None:
-            if dim is not None:
-                raise ValueError("give either dim or funnel, not both")
-            stages = check_funnel(funnel, self.d)
-            if k is not None and k != stages[-1][1]:
-                raise ValueError(
-                    f"k={k} differs from the funnel's last shortlist {stages[-1][1]}; "
-                    "the last stage's k is what is returned"
-                )
-        else:
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-                raise ValueError(f"k must be a positive integer, got k={k!r}")
-            m = self.d if dim is None else validate_dim(dim, self.d, "dim")
-            stages = [(m, int(k))]
-        k_out = stages[-1][1]
+        stages = self._stages(k, dim, funnel)
+        k_out, top = stages[-1][1], stages[-1][0]
         xq = check_matrix(xq, "xq")
-        top = stages[-1][0]
         if not top <= xq.shape[1] <= self.d:
             raise ValueError(
                 f"queries have {xq.shape[1]} columns; this search needs between {top} "
@@ -442,21 +341,11 @@ class MatryoshkaIndex:
             return finish(
                 torch.empty(nq, 0), torch.empty(nq, 0, dtype=torch.int64), k_out, self.metric
             )
-        m1, k1 = stages[0]
-        if ann:
-            if self.ann_ is None:
-                raise ValueError("ann=True but no approximate first stage: call build_ann first")
-            if self.ann_.search_dim != m1:
-                raise ValueError(
-                    f"the approximate first stage searches at size {self.ann_.search_dim}, "
-                    f"but the funnel's first stage is at size {m1}"
-                )
-            S, P = self.ann_.search(self, xq, min(k1, len(self)))
-        else:
-            S, P = self._exact_stage(xq, m1, k1, block_size)
+        S, P = self._first_stage(xq, *stages[0], ann, block_size)
         for i, (m, kk) in enumerate(stages[1:], start=2):
             last = i == len(stages) and self._float is not None
-            S, P = self._rerank(xq, P, m, kk, self._float if last else self._store)
+            store = self._float if last else self._store
+            S, P = rerank(store, self._norm_or_none(m, store), self.metric, xq, P, m, kk)
         sq = None
         if self.metric == "l2":
             sq = torch.from_numpy(np.einsum("ij,ij->i", xq[:, :top], xq[:, :top]))
@@ -464,6 +353,41 @@ class MatryoshkaIndex:
         if self._ids is not None:
             I = np.where(I >= 0, self._ids[np.maximum(I, 0)], -1)  # noqa: E741
         return D, I
+
+    def _stages(
+        self, k: int | None, dim: int | None, funnel: Sequence[Sequence[int]] | None
+    ) -> list[tuple[int, int]]:
+        """The search as checked funnel stages: ``[(dim, k)]`` for a search at one size."""
+        if funnel is not None:
+            if dim is not None:
+                raise ValueError("give either dim or funnel, not both")
+            stages = check_funnel(funnel, self.d)
+            if k is not None and k != stages[-1][1]:
+                raise ValueError(
+                    f"k={k} differs from the funnel's last shortlist {stages[-1][1]}; "
+                    "the last stage's k is what is returned"
+                )
+            return stages
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got k={k!r}")
+        m = self.d if dim is None else validate_dim(dim, self.d, "dim")
+        return [(m, int(k))]
+
+    def _first_stage(
+        self, xq: np.ndarray, m: int, k: int, ann: bool, block_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and row positions (nq, k') of the first stage: exact, or approximate."""
+        if not ann:
+            norm = self._norm_or_none(m, self._store)
+            return exact_stage(self._store, norm, self.metric, xq, m, k, block_size)
+        if self.ann_ is None:
+            raise ValueError("ann=True but no approximate first stage: call build_ann first")
+        if self.ann_.search_dim != m:
+            raise ValueError(
+                f"the approximate first stage searches at size {self.ann_.search_dim}, "
+                f"but the funnel's first stage is at size {m}"
+            )
+        return self.ann_.search(xq, min(k, len(self)), self.metric)
 
     # ------------------------------------------------------------------ approximate first stage
     def build_ann(self, kind: str, dim: int, **params: Any) -> MatryoshkaIndex:
@@ -483,12 +407,10 @@ class MatryoshkaIndex:
         -------
         self
         """
-        from matryoshka.index.ann import make_ann
-
         if len(self) == 0:
             raise ValueError("add vectors before build_ann")
         m = validate_dim(dim, self.d, "dim")
-        self.ann_ = make_ann(kind, m, self.d, **params).build(self)
+        self.ann_ = make_ann(kind, m, self.d, **params).build(self._rows, len(self), self.metric)
         return self
 
     # ------------------------------------------------------------------ persistence
@@ -507,45 +429,18 @@ class MatryoshkaIndex:
         Path
             ``path``.
         """
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            arrays: dict[str, np.ndarray] = {
-                f"panel_{i}.npy": p for i, p in enumerate(self._store.panels)
-            }
-            if self._store.params is not None:
-                arrays["params.npy"] = self._store.params
-            if self._float is not None:
-                arrays.update({f"rerank_{i}.npy": p for i, p in enumerate(self._float.panels)})
-            if self._ids is not None:
-                arrays["ids.npy"] = self._ids
-            ann = None
-            if self.ann_ is not None:
-                ann = {"kind": self.ann_.kind, "dim": self.ann_.search_dim, **self.ann_.params()}
-                arrays.update({f"ann_{k}.npy": v for k, v in self.ann_.to_arrays().items()})
-            files = {}
-            for name, arr in arrays.items():
-                np.save(tmp / name, np.ascontiguousarray(arr), allow_pickle=False)
-                files[name] = {
-                    "bytes": (tmp / name).stat().st_size,
-                    "sha256": sha256_file(tmp / name),
-                    "shape": list(arr.shape),
-                    "dtype": str(arr.dtype),
-                }
-            manifest = {
-                "format": _FORMAT,
-                "format_version": FORMAT_VERSION,
-                "d": self.d,
-                "metric": self.metric,
-                "precision": self.precision,
-                "rerank": self.rerank,
-                "count": len(self),
-                "next_id": self._next_id,
-                "panels": [list(b) for b in self._store.bounds],
-                "ann": ann,
-                "files": files,
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        return path
+        parts = IndexParts(
+            self.d,
+            self.metric,
+            self.precision,
+            self.rerank,
+            next_id=self._next_id,
+            store=self._store,
+            rerank_store=self._float,
+            ids=self._ids,
+            ann=self.ann_,
+        )
+        return save_index(parts, path)
 
     @classmethod
     def load(
@@ -569,107 +464,8 @@ class MatryoshkaIndex:
             The folder is not an index, its format version is unknown, or a file is missing,
             truncated, corrupt or does not match the manifest. Nothing is unpickled.
         """
-        want = Path(path)
-        root = resolve_dir(want)
-        mpath = root / "manifest.json"
-        if not mpath.is_file():
-            raise ValueError(f"{want} is not a matryoshka index: no manifest.json in it")
-        try:
-            man = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{mpath} is corrupt: not valid JSON ({e})") from None
-        if not isinstance(man, dict) or man.get("format") != _FORMAT:
-            raise ValueError(f"{mpath} is not a matryoshka index manifest")
-        if man.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{want} has index format version {man.get('format_version')!r}; this version of "
-                f"matryoshka reads version {FORMAT_VERSION}"
-            )
-        try:
-            index = cls(int(man["d"]), man["metric"], man["precision"], man.get("rerank"))
-            count, files = int(man["count"]), dict(man["files"])
-            index._next_id = int(man["next_id"])
-            bounds = [tuple(b) for b in man["panels"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{mpath} is corrupt or from another version: {e}") from None
-        if bounds != index._store.bounds:
-            raise ValueError(f"{mpath} lists panels {bounds}, expected {index._store.bounds}")
-
-        def read(name: str) -> np.ndarray:
-            info = files.get(name)
-            f = root / name
-            if info is None or not f.is_file():
-                raise ValueError(f"index {want} is incomplete: {name} is missing")
-            if f.stat().st_size != info["bytes"]:
-                raise ValueError(
-                    f"index {want} is corrupt: {name} has {f.stat().st_size} bytes, "
-                    f"the manifest says {info['bytes']}"
-                )
-            if verify and sha256_file(f) != info["sha256"]:
-                raise ValueError(f"index {want} is corrupt: {name} fails its sha256 checksum")
-            try:
-                # copy-on-write maps: writable views for torch, and nothing is ever written back
-                arr = np.load(f, mmap_mode="c" if mmap else None, allow_pickle=False)
-            except ValueError as e:
-                raise ValueError(f"index {want} is corrupt: {name} cannot be read ({e})") from None
-            if list(arr.shape) != info["shape"] or str(arr.dtype) != info["dtype"]:
-                raise ValueError(
-                    f"index {want} is corrupt: {name} holds {arr.dtype} {arr.shape}, "
-                    f"the manifest says {info['dtype']} {tuple(info['shape'])}"
-                )
-            return arr
-
-        store = index._store
-        panels = [read(f"panel_{i}.npy") for i in range(len(bounds))]
-        for p, empty in zip(panels, store.panels, strict=True):
-            if p.dtype != empty.dtype or p.shape != (count, empty.shape[1]):
-                raise ValueError(
-                    f"index {want} does not match its manifest: a panel holds {p.dtype} "
-                    f"{p.shape}, expected {empty.dtype} {(count, empty.shape[1])}"
-                )
-        store.panels = panels
-        if index._float is not None:
-            fl = [read(f"rerank_{i}.npy") for i in range(len(bounds))]
-            for p, empty in zip(fl, index._float.panels, strict=True):
-                if p.dtype != empty.dtype or p.shape != (count, empty.shape[1]):
-                    raise ValueError(
-                        f"index {want} does not match its manifest: rerank copy {p.shape}"
-                    )
-            index._float.panels = fl
-        if index.precision in ("int8", "binary"):
-            params = np.asarray(read("params.npy"))
-            if params.shape != (2, index.d) or params.dtype != np.float32:
-                raise ValueError(f"index {want}: params.npy has shape {params.shape}")
-            store.params = params
-        if "ids.npy" in files:
-            ids = np.asarray(read("ids.npy"))
-            if ids.shape != (count,) or ids.dtype != np.int64:
-                raise ValueError(
-                    f"index {want}: ids.npy has shape {ids.shape}, expected ({count},)"
-                )
-            index._ids = ids
-        ann = man.get("ann")
-        if ann:
-            from matryoshka.index.ann import make_ann
-
-            try:
-                params = {k: v for k, v in ann.items() if k not in ("kind", "dim")}
-                stage = make_ann(ann["kind"], int(ann["dim"]), index.d, **params)
-            except ImportError:
-                warnings.warn(
-                    f"{want} holds an approximate first stage ({ann['kind']}) that needs faiss: "
-                    "pip install 'matryoshka[index]'; loading the index without it",
-                    stacklevel=2,
-                )
-                return index
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{mpath} describes an unknown approximate stage: {e}") from None
-            names = [n for n in files if n.startswith("ann_")]
-            arrays = {n[4:-4]: np.asarray(read(n)) for n in names}
-            try:
-                index.ann_ = stage.from_arrays(arrays)
-            except (KeyError, RuntimeError) as e:
-                raise ValueError(
-                    f"index {want}: the approximate stage cannot be read: {e}"
-                ) from None
+        parts = load_index(path, mmap=mmap, verify=verify)
+        index = cls(parts.d, parts.metric, parts.precision, parts.rerank)
+        index._store, index._float, index._ids = parts.store, parts.rerank_store, parts.ids
+        index._next_id, index.ann_ = parts.next_id, parts.ann
         return index

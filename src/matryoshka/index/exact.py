@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from matryoshka.dims import validate_dim
+from matryoshka.dims import truncate, validate_dim
 
 __all__ = ["exact_search", "stream_topk", "METRICS"]
 
@@ -100,8 +100,7 @@ def stream_topk(
     sample = _sample_rows(n, k)
     if sample is None or nq == 0:
         return _plain_topk(rows, n, q, k, block_size)
-    # threshold: the r-th best score over the sample
-    s = len(sample)
+    s = len(sample)  # threshold: the r-th best score over the sample
     # the sample holds about e = k s / n of the true top k; r = e + 3 sqrt(e) + 4 leaves the
     # threshold below the true k-th score except with probability ~1e-3 (then the row is redone)
     e = k * s / n
@@ -281,10 +280,10 @@ def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, 
     Cosine prefixes are renormalised; l2 queries are doubled so that ``q.b - |b|^2`` with the
     doubled query is ``2 q.b - |b|^2``, which ranks like ``-|q - b|^2``.
     """
-    q = torch.from_numpy(np.array(xq[:, :m], dtype=np.float32, order="C"))  # (nq, m), a copy
-    sq = (q * q).sum(1)
+    q = torch.from_numpy(np.array(truncate(xq, m, normalize=False), np.float32, order="C"))
+    sq = (q * q).sum(1)  # (nq,) of the prefix before it is renormalised
     if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
+        q = truncate(q, m)
     elif metric == "l2":
         q = 2 * q
     return q, sq
@@ -296,7 +295,7 @@ def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]
     def prep(b: np.ndarray) -> Block:
         t = torch.from_numpy(np.array(b, dtype=np.float32, order="C"))  # (nb, m), a copy
         if metric == "cosine":
-            return torch.nn.functional.normalize(t, dim=1), None, None
+            return truncate(t, m), None, None
         if metric == "l2":  # (nb, m + 1): the bias as an extra column (queries get ones)
             return torch.cat([t, -(t * t).sum(1, keepdim=True)], dim=1), None, None
         return t, None, None
@@ -311,8 +310,8 @@ def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]
 
 
 def exact_search(
-    xb: np.ndarray,
     xq: np.ndarray,
+    xb: np.ndarray,
     k: int,
     metric: str = "cosine",
     dim: int | None = None,
@@ -320,14 +319,15 @@ def exact_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every database vector against every query on the first ``dim`` columns.
 
-    Memory stays bounded by the blocks: ``xb`` may be a memory-mapped array larger than RAM.
+    Queries come first, then the database, as in ``faiss.knn(xq, xb, k)``. Memory stays bounded
+    by the blocks: ``xb`` may be a memory-mapped array larger than RAM.
 
     Parameters
     ----------
-    xb : ndarray of shape (N, d)
-        Database vectors.
     xq : ndarray of shape (nq, d') with d' >= dim
         Queries.
+    xb : ndarray of shape (N, d)
+        Database vectors.
     k : int
         Neighbours per query; ids are ``-1`` (scores ``-inf``, or ``+inf`` for l2) past ``N``.
     metric : {"cosine", "ip", "l2"}
@@ -342,6 +342,13 @@ def exact_search(
     -------
     D : ndarray of shape (nq, k), float32, best first
     I : ndarray of shape (nq, k), int64
+        Row numbers of ``xb``.
+
+    Examples
+    --------
+    >>> xb = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    >>> exact_search(np.array([[1, 0.1]]), xb, 2, metric="ip")[1]
+    array([[2, 0]])
     """
     xb = np.asarray(xb)
     if xb.ndim != 2:

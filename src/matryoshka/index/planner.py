@@ -19,9 +19,12 @@ from typing import Any
 import numpy as np
 
 from matryoshka.dims import nesting_dims, validate_dims
+from matryoshka.index.core import MatryoshkaIndex
+from matryoshka.index.exact import exact_search
+from matryoshka.index.metrics import recall_at_k
 from matryoshka.index.storage import PRECISIONS, bytes_per_vector
 
-__all__ = ["parse_bytes", "plan_storage", "plan_table", "format_bytes"]
+__all__ = ["parse_bytes", "plan_storage"]
 
 _UNITS = {
     "": 1,
@@ -56,14 +59,6 @@ def parse_bytes(text: str | float | int) -> int:
     return int(value)
 
 
-def format_bytes(b: float) -> str:
-    """Decimal units: ``2.0e11`` -> ``"200.0 GB"``."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if b >= size:
-            return f"{b / size:.1f} {unit}"
-    return f"{b:.0f} B"
-
-
 def _recalls(
     embeddings: np.ndarray,
     queries: np.ndarray,
@@ -76,16 +71,13 @@ def _recalls(
     progress: bool = False,
 ) -> dict[tuple[int, str], float]:
     """recall@k of every (size, precision) against exact full-size float32 search on a sample."""
-    from matryoshka.index.core import MatryoshkaIndex
-    from matryoshka.index.exact import exact_search
-
     rng = np.random.default_rng(seed)
     xb = embeddings
     if len(xb) > sample:
         xb = xb[np.sort(rng.choice(len(xb), sample, replace=False))]
     xb = np.asarray(xb, dtype=np.float32)
     xq = np.asarray(queries[: min(len(queries), 1000)], dtype=np.float32)
-    _, gt = exact_search(xb, xq, k, metric)  # (nq, k) the reference
+    _, gt = exact_search(xq, xb, k, metric)  # (nq, k) the reference
     from tqdm.auto import tqdm
 
     out = {}
@@ -94,12 +86,73 @@ def _recalls(
             index = MatryoshkaIndex(xb.shape[1], metric, prec).add(xb)
             for m in sizes:
                 _, ids = index.search(xq, k, dim=m)
-                hits = [
-                    len(np.intersect1d(a[a >= 0], b[b >= 0])) for a, b in zip(ids, gt, strict=True)
-                ]
-                out[(m, prec)] = float(np.sum(hits) / max(1, (gt >= 0).sum()))
+                out[(m, prec)] = recall_at_k(ids, gt, k)
                 bar.update(1)
     return out
+
+
+def _check_sample(
+    d: int | None, embeddings: np.ndarray | None, queries: np.ndarray | None
+) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+    """``d``, the embeddings (N, d) and the queries (nq, d) as arrays, checked against each other.
+
+    ``d`` defaults to the embeddings' width, else 2048.
+    """
+    if (embeddings is None) != (queries is None):
+        raise ValueError("give both embeddings and queries to measure recall, or neither")
+    if embeddings is not None:
+        embeddings, queries = np.asarray(embeddings), np.asarray(queries)
+        if embeddings.ndim != 2 or queries.ndim != 2 or embeddings.shape[1] != queries.shape[1]:
+            raise ValueError(
+                f"embeddings and queries must be (N, d) and (nq, d), got {embeddings.shape} "
+                f"and {queries.shape}"
+            )
+        if d is not None and d != embeddings.shape[1]:
+            raise ValueError(f"d={d} but the embeddings have {embeddings.shape[1]} columns")
+        d = embeddings.shape[1]
+    return (2048 if d is None else int(d)), embeddings, queries
+
+
+def _rows(
+    n: int,
+    budget_bytes: int,
+    precisions: Sequence[str],
+    sizes: Sequence[int],
+    recalls: dict[tuple[int, str], float],
+) -> list[dict[str, Any]]:
+    """One row per (precision, size): bytes per vector, total bytes, fits, measured recall."""
+    rows = []
+    for p in precisions:
+        for m in sizes:
+            bpv = bytes_per_vector(m, p)
+            total = math.ceil(n * bpv)
+            rows.append(
+                {
+                    "dim": m,
+                    "precision": p,
+                    "bytes_per_vector": bpv,
+                    "bytes": total,
+                    "fits": total <= budget_bytes,
+                    "recall": recalls.get((m, p)),
+                }
+            )
+    return rows
+
+
+def _recommend(
+    rows: list[dict[str, Any]], measured: bool, k: int
+) -> tuple[dict[str, Any] | None, str]:
+    """The recommended row among those that fit (None if none does) and the rule that chose it."""
+    fitting = [r for r in rows if r["fits"]]
+    if measured:
+        rule = f"highest measured recall@{k} that fits, then fewest bytes"
+        return max(fitting, key=lambda r: (r["recall"], -r["bytes"]), default=None), rule
+    rule = (
+        "without measurements: the most dimensions at int8 or better, then the higher "
+        "precision; pass embeddings and queries to choose by measured recall"
+    )
+    cands = [r for r in fitting if r["precision"] != "binary"] or fitting
+    return max(cands, key=lambda r: (r["dim"], _BITS[r["precision"]]), default=None), rule
 
 
 def plan_storage(
@@ -155,21 +208,9 @@ def plan_storage(
     for p in precisions:
         if p not in PRECISIONS:
             raise ValueError(f"precisions must be among {PRECISIONS}, got {p!r}")
-    if (embeddings is None) != (queries is None):
-        raise ValueError("give both embeddings and queries to measure recall, or neither")
-    if embeddings is not None:
-        embeddings, queries = np.asarray(embeddings), np.asarray(queries)
-        if embeddings.ndim != 2 or queries.ndim != 2 or embeddings.shape[1] != queries.shape[1]:
-            raise ValueError(
-                f"embeddings and queries must be (N, d) and (nq, d), got {embeddings.shape} "
-                f"and {queries.shape}"
-            )
-        if d is not None and d != embeddings.shape[1]:
-            raise ValueError(f"d={d} but the embeddings have {embeddings.shape[1]} columns")
-        d = embeddings.shape[1]
-    d = 2048 if d is None else int(d)
+    d, embeddings, queries = _check_sample(d, embeddings, queries)
     sizes = list(nesting_dims(d) if dims is None else validate_dims(dims, d))
-    largest = {}
+    largest = {}  # precision -> the largest size that fits, None if not even size 1 does
     for p in precisions:
         m = min(d, int(budget_bytes * 8 // (n * _BITS[p])))
         largest[p] = m if m >= 1 else None
@@ -179,32 +220,8 @@ def plan_storage(
         recalls = _recalls(
             embeddings, queries, all_sizes, precisions, metric, k, sample, seed, progress
         )
-    rows = []
-    for p in precisions:
-        for m in all_sizes:
-            bpv = bytes_per_vector(m, p)
-            total = math.ceil(n * bpv)
-            rows.append(
-                {
-                    "dim": m,
-                    "precision": p,
-                    "bytes_per_vector": bpv,
-                    "bytes": total,
-                    "fits": total <= budget_bytes,
-                    "recall": recalls.get((m, p)),
-                }
-            )
-    fitting = [r for r in rows if r["fits"]]
-    if recalls:
-        rule = f"highest measured recall@{k} that fits, then fewest bytes"
-        best = max(fitting, key=lambda r: (r["recall"], -r["bytes"]), default=None)
-    else:
-        rule = (
-            "without measurements: the most dimensions at int8 or better, then the higher "
-            "precision; pass embeddings and queries to choose by measured recall"
-        )
-        cands = [r for r in fitting if r["precision"] != "binary"] or fitting
-        best = max(cands, key=lambda r: (r["dim"], _BITS[r["precision"]]), default=None)
+    rows = _rows(n, budget_bytes, precisions, all_sizes, recalls)
+    best, rule = _recommend(rows, bool(recalls), k)
     return {
         "n": int(n),
         "budget_bytes": budget_bytes,
@@ -216,38 +233,3 @@ def plan_storage(
         "recommended": best,
         "rule": rule,
     }
-
-
-def plan_table(plan: dict[str, Any], only_fitting: bool = False) -> str:
-    """The plan as a Markdown table, with the largest fits and the recommendation below it."""
-    has_recall = any(r["recall"] is not None for r in plan["rows"])
-    head = "| size | precision | bytes/vector | total | fits |" + (
-        f" recall@{plan['k']} |" if has_recall else ""
-    )
-    lines = [head, "|" + "---|" * (6 if has_recall else 5)]
-    rec = plan["recommended"]
-    for r in plan["rows"]:
-        if only_fitting and not r["fits"]:
-            continue
-        mark = " **<- recommended**" if r is rec else ""
-        line = (
-            f"| {r['dim']} | {r['precision']} | {r['bytes_per_vector']:g} | "
-            f"{format_bytes(r['bytes'])} | {'yes' if r['fits'] else 'no'}{mark} |"
-        )
-        if has_recall:
-            line += f" {r['recall']:.4f} |"
-        lines.append(line)
-    lines.append("")
-    lines.append(
-        f"{plan['n']:,} vectors, budget {format_bytes(plan['budget_bytes'])}; largest size "
-        "that fits: "
-        + ", ".join(f"{p} {m if m else 'none'}" for p, m in plan["largest_fit"].items())
-    )
-    if rec is not None:
-        lines.append(
-            f"recommended: size {rec['dim']} at {rec['precision']} "
-            f"({format_bytes(rec['bytes'])}); rule: {plan['rule']}"
-        )
-    else:
-        lines.append("nothing fits this budget")
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,89 @@
+"""Funnels: the stages ``[(m1, k1), (m2, k2), ...]`` of a search, as lists and as text.
+
+A funnel keeps the best ``k1`` candidates scored at size ``m1``, rescores those at ``m2`` and keeps
+``k2``, and so on; the last stage's ``k`` is what a search returns (Kusupati et al., 2022,
+"Matryoshka Representation Learning", https://arxiv.org/abs/2205.13147, section 4.3). Users write
+one as text, ``"32:400,128:50,512:10"``: :func:`parse_funnel` reads that, :func:`format_funnel`
+writes it, and :func:`check_funnel` checks a funnel against the full size ``d``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["check_funnel", "format_funnel", "parse_funnel"]
+
+
+def parse_funnel(text: str, name: str = "funnel") -> list[tuple[int, int]]:
+    """Read a funnel written as ``dim:k`` stages separated by commas.
+
+    Parameters
+    ----------
+    text : str
+        Such as ``"32:400,128:50,512:10"``.
+    name : str, default "funnel"
+        What the text is called in the error message (a command line passes ``"--funnel"``).
+
+    Returns
+    -------
+    list of (int, int)
+        The stages in order; sizes and shortlists are checked by :func:`check_funnel`.
+
+    Examples
+    --------
+    >>> parse_funnel("32:400,128:50,512:10")
+    [(32, 400), (128, 50), (512, 10)]
+    """
+    try:
+        stages = [tuple(int(v) for v in st.split(":")) for st in text.split(",")]
+    except ValueError:
+        stages = []
+    if not stages or any(len(st) != 2 for st in stages):
+        raise ValueError(f"{name} must look like 32:400,128:50,512:10 (dim:k,...), got {text!r}")
+    return stages  # type: ignore[return-value]
+
+
+def format_funnel(stages: Sequence[Sequence[int]]) -> str:
+    """Write a funnel ``[(m1, k1), (m2, k2), ...]`` as the text :func:`parse_funnel` reads.
+
+    Examples
+    --------
+    >>> format_funnel([(32, 400), (128, 50), (512, 10)])
+    '32:400,128:50,512:10'
+    """
+    return ",".join(f"{int(m)}:{int(k)}" for m, k in stages)
+
+
+def check_funnel(funnel: Sequence[Sequence[int]], d: int) -> list[tuple[int, int]]:
+    """Validate a funnel ``[(m1, k1), (m2, k2), ...]`` and return it as a list of int pairs.
+
+    Sizes must not decrease and be at most ``d``; shortlist lengths positive and not increasing
+    (a later stage keeps at most what the one before handed it). A repeated size is useful when
+    the last stage reranks quantised codes from a float copy (``rerank="float16"``).
+    """
+    if isinstance(funnel, (str, bytes)) or not isinstance(funnel, Sequence) or len(funnel) == 0:
+        raise ValueError(f"funnel must be a non-empty list of (dim, k) stages, got {funnel!r}")
+    stages = []
+    for st in funnel:
+        if isinstance(st, (str, bytes)) or not isinstance(st, Sequence) or len(st) != 2:
+            raise ValueError(f"each funnel stage must be a (dim, k) pair, got {st!r} in {funnel!r}")
+        m, k = st
+        for v, what in ((m, "dim"), (k, "k")):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"funnel stage {what} must be an integer, got {v!r} in {funnel!r}")
+        if not 1 <= m <= d:
+            raise ValueError(f"funnel sizes must be between 1 and d={d}, got {m} in {funnel!r}")
+        if k < 1:
+            raise ValueError(f"funnel shortlist lengths must be positive, got {k} in {funnel!r}")
+        stages.append((int(m), int(k)))
+    for (m1, k1), (m2, k2) in zip(stages, stages[1:], strict=False):
+        if m2 < m1:
+            raise ValueError(f"funnel sizes must not decrease, got {m2} after {m1}")
+        if k2 > k1:
+            raise ValueError(
+                f"funnel shortlists cannot grow: stage ({m2}, {k2}) keeps more than the "
+                f"{k1} candidates the stage before handed it"
+            )
+    return stages

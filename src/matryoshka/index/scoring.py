@@ -1,0 +1,135 @@
+"""Exact funnel stages over stored panels: the first stage over every row, and the rerank.
+
+:func:`exact_stage` scores every stored row at size ``m`` through :func:`stream_topk`, reading the
+panels block by block; :func:`rerank` rescores a shortlist of row positions at a larger size,
+gathering only the candidates' rows. Both return scores with larger better (for l2,
+``2 q.b - |b|^2``; :func:`~matryoshka.index.exact.finish` turns them back into distances) and row
+positions, not ids.
+
+``norm`` is the index's cached per-row factor at size ``m``: ``1 / |x[:m]|`` for cosine (0 for a
+zero row), ``|x[:m]|^2`` for l2, None for ip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from matryoshka.index.exact import BlockFn, TakeFn, prepare_queries, stream_topk
+from matryoshka.index.storage import Storage
+
+__all__ = ["exact_stage", "rerank", "store_sources"]
+
+
+def store_sources(
+    store: Storage, m: int, metric: str, norm: np.ndarray | None, block_size: int
+) -> tuple[BlockFn, TakeFn]:
+    """Block readers for :func:`stream_topk` over the stored prefix of size ``m``."""
+    if m <= store.width(0) and store.precision == "float32" and metric == "ip":
+        panel = torch.from_numpy(store.panels[0])  # (N, 32): the first panel, read in place
+
+        def first_rows(start: int, stop: int):
+            return panel[start:stop, :m], None, None
+
+        def first_take(pos: np.ndarray):
+            return panel.index_select(0, torch.from_numpy(pos))[:, :m], None, None
+
+        return first_rows, first_take
+
+    # l2 appends the column -|b|^2 to each row (queries get a column of ones), so the one
+    # product gives 2 q.b - |b|^2 without another pass over the scores
+    width = m + 1 if metric == "l2" else m
+    buf = np.empty((block_size, width), dtype=np.float32)
+
+    def prep(b: np.ndarray, nrm: np.ndarray | None):
+        if metric == "cosine":
+            b *= nrm[:, None]
+        elif metric == "l2":
+            b[:, m] = -nrm
+        return torch.from_numpy(b), None, None
+
+    def rows(start: int, stop: int):
+        b = buf[: stop - start]
+        store.rows(start, stop, m, out=b[:, :m])
+        return prep(b, None if norm is None else norm[start:stop])
+
+    def take(pos: np.ndarray):
+        b = np.empty((len(pos), width), dtype=np.float32)
+        store.take(pos, m, out=b[:, :m])
+        return prep(b, None if norm is None else norm[pos])
+
+    return rows, take
+
+
+def exact_stage(
+    store: Storage,
+    norm: np.ndarray | None,
+    metric: str,
+    xq: np.ndarray,
+    m: int,
+    k: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best ``k`` stored rows at size ``m`` for queries ``xq`` (nq, >= m).
+
+    Returns scores (nq, k') float32 and row positions (nq, k') int64, ``k' = min(k, N)``.
+    """
+    q, _ = prepare_queries(xq, m, metric)
+    if metric == "l2":
+        q = torch.cat([q, torch.ones(len(q), 1)], dim=1)  # (nq, m + 1), see store_sources
+    n = len(store)
+    rows, take = store_sources(store, m, metric, norm, block_size)
+    return stream_topk(rows, take, n, q, min(k, n), block_size)
+
+
+def rerank(
+    store: Storage,
+    norm: np.ndarray | None,
+    metric: str,
+    xq: np.ndarray,
+    pos: torch.Tensor,
+    m: int,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescore candidate positions ``pos`` (nq, kp) (``-1`` for none) at size ``m``; keep k.
+
+    Scores panel by panel: each panel's candidate rows are gathered into a reused buffer and
+    multiplied with the matching slice of the queries (zero-padded to the panel's width), so
+    no concatenated copy of the prefix is made. Returns scores and positions, each
+    (nq, min(k, kp)).
+    """
+    q, _ = prepare_queries(xq, m, metric)  # (nq, m)
+    nq, kp = pos.shape
+    kk = min(k, kp)
+    S = torch.empty(nq, kk)
+    P = torch.empty(nq, kk, dtype=torch.int64)
+    panels = [i for i, (lo, _) in enumerate(store.bounds) if lo < m]
+    widest = max(store.width(i) for i in panels)
+    qc = max(1, (1 << 22) // max(1, kp * widest))  # about 16 MB of gathered rows at a time
+    buf = torch.empty(min(nq, qc) * kp * widest)
+    qpad = []  # per panel: the queries' columns lo:hi, zero past m, (nq, width, 1)
+    for i in panels:
+        lo, hi = store.bounds[i]
+        qp = torch.zeros(nq, hi - lo, 1)
+        qp[:, : min(hi, m) - lo, 0] = q[:, lo : min(hi, m)]
+        qpad.append(qp)
+    for s0 in range(0, nq, qc):
+        p = pos[s0 : s0 + qc]  # (qc, kp)
+        c = p.shape[0]
+        valid = p >= 0
+        pp = torch.where(valid, p, 0).reshape(-1)  # (qc * kp,)
+        s = torch.zeros(c, kp, 1)
+        for i, qp in zip(panels, qpad, strict=True):
+            w = store.width(i)
+            rows = store.gather(i, pp, buf[: c * kp * w].view(c * kp, w))
+            s.baddbmm_(rows.view(c, kp, w), qp[s0 : s0 + c])  # (qc, kp, 1)
+        s = s[:, :, 0]
+        if metric == "cosine":
+            s *= torch.from_numpy(norm)[pp].view(c, kp)
+        elif metric == "l2":
+            s -= torch.from_numpy(norm)[pp].view(c, kp)
+        s[~valid] = float("-inf")
+        top, sel = s.topk(kk, dim=1)
+        S[s0 : s0 + c] = top
+        P[s0 : s0 + c] = p.gather(1, sel)
+    return S, P
