@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from matryoshka.dims import validate_dims, validate_weights
+from matryoshka.dims import truncate, validate_dims, validate_weights
 
 __all__ = ["MatryoshkaLoss", "in_batch_contrastive_loss"]
 
@@ -77,13 +77,8 @@ class MatryoshkaLoss(nn.Module):
                         f"embeddings must have shape (B, d) with d >= {self.dims[-1]} "
                         f"(the largest size), got shape {tuple(e.shape)}"
                     )
-            per_size = []
-            for m in self.dims:
-                cut = tuple(e[:, :m] for e in embs)  # each (B, m)
-                if self.normalize:
-                    cut = tuple(F.normalize(c, dim=-1) for c in cut)
-                per_size.append(cut)
-            return per_size
+            # each (B, m): the prefix, renormalised when asked (the one prefix helper)
+            return [tuple(truncate(e, m, self.normalize) for e in embs) for m in self.dims]
         if isinstance(outputs, Tensor):
             if outputs.ndim < 2 or outputs.shape[1] != K:
                 raise ValueError(

@@ -1,10 +1,18 @@
-"""Training: configs, the nested-loss loop with checkpoints and resume, baselines."""
+"""Training: typed recipes, the nested-loss loop with checkpoints and resume, text fine-tuning."""
 
-from matryoshka.train.checkpoint import build_model, load_model, read_metrics, save_checkpoint
+from matryoshka.train.checkpoint import (
+    LoadedModel,
+    build_model,
+    load_model,
+    read_metrics,
+    save_checkpoint,
+)
 from matryoshka.train.config import (
+    TEXT_METHODS,
     DataConfig,
     ModelConfig,
     OptimConfig,
+    TextTrainConfig,
     TrainConfig,
     apply_overrides,
     config_diff,
@@ -12,10 +20,9 @@ from matryoshka.train.config import (
     config_to_dict,
     load_config,
 )
-from matryoshka.train.loop import is_complete, load_data, load_holdout, resolve_device, train
+from matryoshka.train.device import resolve_device
+from matryoshka.train.loop import DataSplits, is_complete, load_data, load_holdout, train
 from matryoshka.train.text import (
-    TEXT_METHODS,
-    TextTrainConfig,
     fit_st_trainer,
     fit_text,
     load_text_model,
@@ -25,28 +32,30 @@ from matryoshka.train.text import (
 
 __all__ = [
     "TEXT_METHODS",
-    "TextTrainConfig",
-    "fit_st_trainer",
-    "fit_text",
-    "load_text_model",
-    "no_duplicate_batches",
-    "save_text_model",
     "DataConfig",
+    "DataSplits",
+    "LoadedModel",
     "ModelConfig",
     "OptimConfig",
+    "TextTrainConfig",
     "TrainConfig",
     "apply_overrides",
     "build_model",
     "config_diff",
     "config_from_dict",
     "config_to_dict",
+    "fit_st_trainer",
+    "fit_text",
     "is_complete",
+    "load_config",
     "load_data",
     "load_holdout",
-    "load_config",
     "load_model",
+    "load_text_model",
+    "no_duplicate_batches",
     "read_metrics",
     "resolve_device",
     "save_checkpoint",
+    "save_text_model",
     "train",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,7 +21,14 @@ from matryoshka.models import build_backbone
 from matryoshka.nn import FixedFeatureHead, MatryoshkaHead, MatryoshkaModel
 from matryoshka.train.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
 
-__all__ = ["build_model", "save_checkpoint", "load_model", "load_train_state", "read_metrics"]
+__all__ = [
+    "LoadedModel",
+    "build_model",
+    "load_model",
+    "load_train_state",
+    "read_metrics",
+    "save_checkpoint",
+]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -94,10 +101,16 @@ def _read_info(path: Path) -> dict[str, Any]:
     return info
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[MatryoshkaModel, TrainConfig, list[str]]:
-    """Rebuild a model from its folder. Returns ``(model in eval mode, config, classes)``."""
+class LoadedModel(NamedTuple):
+    """A model folder read back: unpack as ``model, config, classes = load_model(path)``."""
+
+    model: MatryoshkaModel  # in eval mode, on the requested device
+    config: TrainConfig  # the resolved recipe it was trained with
+    classes: list[str]  # class names; the head's class ``i`` is ``classes[i]``
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a model from its folder: ``(model in eval mode, config, classes)``."""
     path = resolve_dir(path)
     info = _read_info(path)
     cfg = config_from_dict(info["config"])
@@ -113,7 +126,7 @@ def load_model(
         model.load_state_dict(tensors)
     except RuntimeError as e:
         raise ValueError(f"{weights} does not match the architecture in {CONFIG}: {e}") from e
-    return model.to(device).eval(), cfg, list(info["classes"])
+    return LoadedModel(model.to(device).eval(), cfg, list(info["classes"]))
 
 
 def load_train_state(path: str | Path) -> dict[str, Any] | None:

@@ -12,16 +12,16 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from matryoshka.data import load_dataset
+from matryoshka.data import load_dataset, split_holdout
 from matryoshka.models import backbone_blocks
 from matryoshka.nn import MatryoshkaLoss
 from matryoshka.train.checkpoint import (
@@ -32,18 +32,9 @@ from matryoshka.train.checkpoint import (
     save_checkpoint,
 )
 from matryoshka.train.config import TrainConfig, config_diff, config_from_dict, config_to_dict
+from matryoshka.train.device import resolve_device
 
-__all__ = ["train", "resolve_device", "is_complete", "load_data", "load_holdout"]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available; use cpu")
-    return dev
+__all__ = ["DataSplits", "train", "is_complete", "load_data", "load_holdout"]
 
 
 def is_complete(out_dir: str, cfg: TrainConfig | None = None) -> bool:
@@ -82,37 +73,6 @@ def _dist_setup(device: torch.device) -> tuple[int, int, bool]:
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
-
-
-def _labels(ds: Dataset) -> np.ndarray:
-    for attr in ("labels", "targets"):
-        if getattr(ds, attr, None) is not None:
-            return np.asarray(getattr(ds, attr))
-    return np.asarray([int(ds[i][1]) for i in range(len(ds))])
-
-
-def _stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A seeded pick of about ``n`` indices with the classes in equal shares, sorted."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = max(1, n // len(classes))
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
-    return np.sort(np.concatenate(picked))
-
-
-def _split(ds: Dataset, holdout: int, subset: int | None, seed: int) -> tuple[Dataset, Dataset]:
-    """(training part, held-out part): the held-out part is set aside first, then ``subset``."""
-    labels = _labels(ds)
-    idx = np.arange(len(ds))
-    held = np.array([], dtype=np.int64)
-    if holdout:
-        if holdout >= len(ds):
-            raise ValueError(f"data.holdout={holdout} leaves nothing of {len(ds)} to train on")
-        held = _stratified_indices(labels, holdout, seed + 1)
-        idx = np.setdiff1d(idx, held)
-    if subset and subset < len(idx):
-        idx = idx[_stratified_indices(labels[idx], subset, seed)]
-    return Subset(ds, idx.tolist()), Subset(ds, held.tolist())
 
 
 def _set_trainable(model: nn.Module, spec: str) -> None:
@@ -191,6 +151,96 @@ def _head_accuracy(
     return {m: float(c) / max(n, 1) for m, c in zip(dims, correct.tolist())}
 
 
+@dataclass
+class _Run:
+    """What one training run holds between epochs (built by :func:`_start`)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    model: nn.Module
+    wrapped: nn.Module  # the model, or its DDP wrapper
+    train_ds: Dataset
+    test_ds: Dataset
+    classes: list[str]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    criterion: MatryoshkaLoss
+    per_rank: int  # batch size of one process
+    drop_last: bool
+    start_epoch: int
+    history: list[dict[str, Any]]
+
+    @property
+    def use_amp(self) -> bool:
+        return self.cfg.amp and self.device.type == "cuda"
+
+
+def _start(cfg: TrainConfig, device: torch.device, rank: int, world: int, resume: bool) -> _Run:
+    """Data, model, optimizer, schedule and loss of a run, restored from its checkpoint if any.
+
+    The order of the random draws (seed, data, model initialisation) is fixed: a resumed or
+    repeated run must end with the same weights.
+    """
+    torch.manual_seed(cfg.seed)
+    train_ds, test_ds, classes = load_data(cfg)
+    if cfg.model.backbone == "mlp" and "in_features" not in cfg.model.backbone_kwargs:
+        cfg.model.backbone_kwargs["in_features"] = int(train_ds[0][0].numel())
+    model = build_model(cfg.model, len(classes))
+    if cfg.init_from:
+        _init_from(model, cfg.init_from)
+    _set_trainable(model, cfg.trainable)
+    model.to(device)
+    per_rank = max(1, cfg.batch_size // world)
+    drop_last = len(train_ds) >= per_rank * world * 2
+    n_batches = len(train_ds) / (per_rank * world)
+    steps = int(n_batches) if drop_last else math.ceil(n_batches)
+    optimizer = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps))
+    criterion = MatryoshkaLoss(
+        nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        model.head.dims,
+        _loss_weights(cfg, len(model.head.dims)),
+    )
+    start_epoch, history = 0, []
+    state = load_train_state(cfg.out_dir) if resume else None
+    if state is not None:
+        start_epoch, history = _restore(model, optimizer, scheduler, state, cfg, device)
+    wrapped: nn.Module = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return _Run(cfg, device, rank, world, model, wrapped, train_ds, test_ds, classes, optimizer,
+                scheduler, criterion, per_rank, drop_last, start_epoch, history)  # fmt: skip
+
+
+def _epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
+    """Train one epoch, score the test split when due, and write the checkpoint (rank 0)."""
+    cfg = run.cfg
+    torch.manual_seed(_epoch_seed(cfg.seed, epoch, run.rank))
+    loader = _loader(run.train_ds, cfg, run.per_rank, run.rank, run.world, epoch, run.drop_last)
+    record = _run_epoch(
+        run.wrapped, run.model, loader, run.criterion, run.optimizer, run.scheduler, run.device,
+        run.use_amp, desc=f"epoch {epoch + 1}/{cfg.epochs}", show=show,
+    )  # fmt: skip
+    record["epoch"] = epoch + 1
+    last = epoch + 1 == cfg.epochs
+    due = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+    if run.rank == 0 and due:
+        record["test_top1"] = _head_accuracy(run.model, run.test_ds, 512, run.device, run.use_amp)
+    run.history.append(record)
+    if run.rank == 0:
+        state = {"epoch": epoch + 1, "optimizer": run.optimizer.state_dict(),
+                 "scheduler": run.scheduler.state_dict(), "history": run.history}  # fmt: skip
+        metrics = {"epochs_done": epoch + 1, "epochs": cfg.epochs, "complete": last,
+                   "history": run.history}  # fmt: skip
+        save_checkpoint(cfg.out_dir, run.model, cfg, run.classes, state=state, metrics=metrics)
+    if run.world > 1:
+        dist.barrier()
+    return record
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = True,
@@ -220,80 +270,18 @@ def train(
     cfg = config_from_dict(config_to_dict(cfg))  # a private copy, resolved below
     device = resolve_device(cfg.device)
     rank, world, own_group = _dist_setup(device)
-    use_amp = cfg.amp and device.type == "cuda"
     show = progress and rank == 0
     try:
-        torch.manual_seed(cfg.seed)
-        train_ds, test_ds, classes = load_data(cfg)
-        if cfg.model.backbone == "mlp" and "in_features" not in cfg.model.backbone_kwargs:
-            cfg.model.backbone_kwargs["in_features"] = int(train_ds[0][0].numel())
-        model = build_model(cfg.model, len(classes))
-        if cfg.init_from:
-            _init_from(model, cfg.init_from)
-        _set_trainable(model, cfg.trainable)
-        model.to(device)
-
-        per_rank = max(1, cfg.batch_size // world)
-        drop_last = len(train_ds) >= per_rank * world * 2
-        steps = (
-            len(train_ds) // (per_rank * world)
-            if drop_last
-            else math.ceil(len(train_ds) / (per_rank * world))
-        )
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = _optimizer(cfg, params)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps))
-        criterion = MatryoshkaLoss(
-            nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-            model.head.dims,
-            _loss_weights(cfg, len(model.head.dims)),
-        )
-
-        start_epoch, history = 0, []
-        state = load_train_state(cfg.out_dir) if resume else None
-        if state is not None:
-            start_epoch, history = _restore(model, optimizer, scheduler, state, cfg, device)
-        wrapped: nn.Module = model
-        if world > 1:
-            wrapped = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-
-        for epoch in range(start_epoch, cfg.epochs):
+        run = _start(cfg, device, rank, world, resume)
+        for epoch in range(run.start_epoch, cfg.epochs):
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))
-            loader = _loader(train_ds, cfg, per_rank, rank, world, epoch, drop_last)
-            record = _run_epoch(
-                wrapped, model, loader, criterion, optimizer, scheduler, device, use_amp,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}", show=show,
-            )  # fmt: skip
-            record["epoch"] = epoch + 1
-            last = epoch + 1 == cfg.epochs
-            if rank == 0 and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-                record["test_top1"] = _head_accuracy(model, test_ds, 512, device, use_amp)
-            history.append(record)
-            if rank == 0:
-                save_checkpoint(
-                    cfg.out_dir,
-                    model,
-                    cfg,
-                    classes,
-                    state={
-                        "epoch": epoch + 1,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "history": history,
-                    },
-                    metrics={"epochs_done": epoch + 1, "epochs": cfg.epochs, "complete": last,
-                             "history": history},
-                )  # fmt: skip
-            if world > 1:
-                dist.barrier()
+            record = _epoch(run, epoch, show)
             if show:
                 tqdm.write(_summary_line(record, cfg.epochs))
             if callback is not None:
                 callback(record)
+        history = run.history
         return {
             "epochs_done": history[-1]["epoch"] if history else 0,
             "complete": bool(history) and history[-1]["epoch"] == cfg.epochs,
@@ -304,7 +292,15 @@ def train(
             dist.destroy_process_group()
 
 
-def load_data(cfg: TrainConfig, augment: bool | None = None) -> tuple[Dataset, Dataset, list[str]]:
+class DataSplits(NamedTuple):
+    """A recipe's data: unpack as ``train, test, classes = load_data(cfg)``."""
+
+    train: Dataset  # what the model trains on (held-out examples and subset applied)
+    test: Dataset
+    classes: list[str]
+
+
+def load_data(cfg: TrainConfig, augment: bool | None = None) -> DataSplits:
     """The train and test splits a config names, and the class names.
 
     The train split is what the model trains on: without ``data.holdout`` examples (set aside
@@ -313,8 +309,8 @@ def load_data(cfg: TrainConfig, augment: bool | None = None) -> tuple[Dataset, D
     """
     train, test, classes = _load_raw(cfg, augment)
     if cfg.data.holdout or cfg.data.train_subset:
-        train, _ = _split(train, cfg.data.holdout, cfg.data.train_subset, cfg.seed)
-    return train, test, classes
+        train, _ = split_holdout(train, cfg.data.holdout, cfg.data.train_subset, cfg.seed)
+    return DataSplits(train, test, classes)
 
 
 def load_holdout(cfg: TrainConfig) -> Dataset:
@@ -322,7 +318,7 @@ def load_holdout(cfg: TrainConfig) -> Dataset:
     if not cfg.data.holdout:
         raise ValueError("this config sets no data.holdout; set e.g. data.holdout=5000")
     train, _, _ = _load_raw(cfg, augment=False)
-    return _split(train, cfg.data.holdout, None, cfg.seed)[1]
+    return split_holdout(train, cfg.data.holdout, None, cfg.seed)[1]
 
 
 def _load_raw(cfg: TrainConfig, augment: bool | None) -> tuple[Dataset, Dataset, list[str]]:

@@ -33,7 +33,7 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matryoshka._io import atomic_dir, resolve_dir, write_json
-from matryoshka.dims import nesting_dims, validate_dims, validate_weights
+from matryoshka.dims import nesting_dims, truncate, validate_dims, validate_weights
 from matryoshka.models.text import load_sentence_encoder, require_sentence_transformers
 from matryoshka.nn.loss import MatryoshkaLoss, in_batch_contrastive_loss
+from matryoshka.train.config import TEXT_METHODS, TextTrainConfig
 
 __all__ = [
     "TEXT_METHODS",
@@ -58,60 +59,7 @@ __all__ = [
     "save_text_model",
 ]
 
-TEXT_METHODS = ("mrl", "plain", "st-peer")
 META_FILE = "matryoshka.json"
-
-
-@dataclass
-class TextTrainConfig:
-    """Recipe of a text fine-tune; the defaults are the issue's peer recipe on SciFact."""
-
-    method: str = "mrl"  # one of TEXT_METHODS
-    dims: list[int] | None = None  # nested sizes; default 16, 32, ..., d
-    weights: list[float] | None = None  # one loss weight per size (default all 1)
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many steps (default: epochs x batches)
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps
-    weight_decay: float = 0.0
-    temperature: float = 0.05  # similarities / temperature (0.05 = sentence-transformers' scale 20)
-    symmetric: bool = False  # also rank anchors for each positive
-    distill: float = 0.0  # weight of the full-size -> prefix ranking distillation ("mrl" only)
-    max_seq_length: int | None = 256
-    no_duplicates: bool = True
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    trainer: str = "loop"  # "loop" (ours, every method) or "sentence-transformers" ("st-peer")
-    extra: dict[str, Any] = field(default_factory=dict)  # free notes (e.g. which pairs)
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
-        if self.method not in TEXT_METHODS:
-            raise ValueError(f"method must be one of {TEXT_METHODS}, got {self.method!r}")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError(
-                f"lr and temperature must be positive, got {self.lr}, {self.temperature}"
-            )
-        if self.distill < 0:
-            raise ValueError(f"distill must be non-negative, got {self.distill}")
-        if self.distill and self.method != "mrl":
-            raise ValueError(f"distill applies to method 'mrl' only, not {self.method!r}")
-        if self.trainer not in ("loop", "sentence-transformers"):
-            raise ValueError(
-                f"trainer must be 'loop' or 'sentence-transformers', got {self.trainer!r}"
-            )
-        if self.trainer == "sentence-transformers" and self.method != "st-peer":
-            raise ValueError(
-                f"trainer 'sentence-transformers' runs method 'st-peer' only, not {self.method!r}"
-            )
 
 
 def _check_pairs(pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[str, str]]:
@@ -178,13 +126,14 @@ def _embed(model: Any, texts: list[str]) -> Tensor:
 
 def _distill_loss(a: Tensor, p: Tensor, dims: Sequence[int], temperature: float) -> Tensor:
     """Mean over sizes below d of KL(full-size in-batch distribution || prefix distribution)."""
-    full = (F.normalize(a, dim=-1) @ F.normalize(p, dim=-1).T).float() / temperature  # (B, B)
+    d = a.shape[1]
+    full = (truncate(a, d) @ truncate(p, d).T).float() / temperature  # (B, B)
     target = F.softmax(full.detach(), dim=-1)
     terms = []
     for m in dims:
-        if m >= a.shape[1]:
+        if m >= d:
             continue
-        s = (F.normalize(a[:, :m], dim=-1) @ F.normalize(p[:, :m], dim=-1).T).float()  # (B, B)
+        s = (truncate(a, m) @ truncate(p, m).T).float()  # (B, B), prefixes renormalised
         terms.append(
             F.kl_div(F.log_softmax(s / temperature, dim=-1), target, reduction="batchmean")
         )
@@ -217,6 +166,75 @@ def _lr_lambda(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+class _Stepper:
+    """One optimisation step of a text fine-tune: the loss of a batch of pairs, then AdamW."""
+
+    def __init__(self, model: Any, cfg: TextTrainConfig, total: int) -> None:
+        d = model.get_embedding_dimension()
+        dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
+        self.dims = (d,) if cfg.method == "plain" else dims
+        weights = validate_weights(cfg.weights, dims) if cfg.method != "plain" else (1.0,)
+        self.model, self.cfg = model, cfg
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        criterion = partial(
+            in_batch_contrastive_loss, temperature=cfg.temperature, symmetric=cfg.symmetric
+        )
+        self.ours = MatryoshkaLoss(criterion, self.dims, weights, slice_embeddings=True,
+                                   normalize=True)  # fmt: skip
+        self.peer = None
+        if cfg.method == "st-peer":
+            losses = _st_losses()
+            mnrl = losses.MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
+            # the peer's own order: largest size first, weights follow their sizes
+            self.peer = losses.MatryoshkaLoss(model, mnrl, list(self.dims), list(weights))
+        warmup = math.ceil(cfg.warmup_ratio * total)
+        self.opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, partial(_lr_lambda, warmup=warmup, total=total)
+        )
+
+    def __call__(self, anchors: list[str], positives: list[str], row: dict[str, float]) -> float:
+        """Train on one batch; per-size losses go into ``row``; returns the total loss."""
+        cfg, model = self.cfg, self.model
+        if self.peer is not None:
+            feats = [_features(model, anchors), _features(model, positives)]
+            loss = self.peer(feats, None)
+        else:
+            a = _embed(model, anchors)  # (B, d), one forward pass per column
+            p = _embed(model, positives)  # (B, d)
+            loss, per_size = self.ours((a, p))  # every size sliced from those two passes
+            row.update({f"loss@{m}": float(v) for m, v in per_size.items()})
+            if cfg.distill:
+                kl = _distill_loss(a, p, self.dims, cfg.temperature)
+                row["distill"] = float(kl.detach())
+                loss = loss + cfg.distill * kl
+        loss.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def _epoch_batches(pairs: list[tuple[str, str]], cfg: TextTrainConfig, epoch: int) -> list:
+    if cfg.no_duplicates:
+        return no_duplicate_batches(pairs, cfg.batch_size, cfg.seed, epoch)
+    return _shuffled_batches(len(pairs), cfg.batch_size, cfg.seed, epoch)
+
+
+def _epoch_means(rows: list[dict[str, float]], epoch: int) -> dict[str, float]:
+    """Mean loss (and per-size losses) of one epoch's steps."""
+    if not rows:
+        raise ValueError(
+            "no batch of at least 2 pairs without repeated texts: every pair shares a "
+            "text with all others; add distinct pairs or set no_duplicates=False"
+        )
+    keys = [k for k in rows[0] if k == "loss" or k.startswith(("loss@", "distill"))]
+    return {"epoch": epoch, **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+
+
 def fit_text(
     model: Any,
     pairs: Sequence[tuple[str, str]],
@@ -243,103 +261,43 @@ def fit_text(
         "loss@m"...}], "epochs": [{"epoch", "loss", "loss@m"...}]}``; ``loss@m`` (mean per-size
         criterion) for ``"mrl"`` and ``"plain"``.
     """
+    from tqdm.auto import tqdm
+
     cfg.check()
     if cfg.trainer == "sentence-transformers":
         return fit_st_trainer(model, pairs, cfg, progress=progress)
     pairs = _check_pairs(pairs, cfg.batch_size)
-    d = model.get_embedding_dimension()
-    dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
-    if cfg.method == "plain":
-        dims = (d,)
-    weights = validate_weights(cfg.weights, dims) if cfg.method != "plain" else (1.0,)
     if cfg.max_seq_length is not None:
         model.max_seq_length = int(cfg.max_seq_length)
-
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    criterion = partial(
-        in_batch_contrastive_loss, temperature=cfg.temperature, symmetric=cfg.symmetric
-    )
-    ours = MatryoshkaLoss(criterion, dims, weights, slice_embeddings=True, normalize=True)
-    peer = None
-    if cfg.method == "st-peer":
-        losses = _st_losses()
-        mnrl = losses.MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
-        # the peer's own order: largest size first, weights follow their sizes
-        peer = losses.MatryoshkaLoss(model, mnrl, list(dims), list(weights))
-
-    n_batches = math.ceil(len(pairs) / cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * n_batches
-    warmup = math.ceil(cfg.warmup_ratio * total)
-    opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(_lr_lambda, warmup=warmup, total=total))
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=f"fine-tune {cfg.method}", disable=not progress)
+    total = cfg.max_steps or cfg.epochs * math.ceil(len(pairs) / cfg.batch_size)
+    step_fn = _Stepper(model, cfg, total)
     history: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
     step, epoch, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(total=total, desc=f"fine-tune {cfg.method}", disable=not progress)
     model.train()
     try:
         while step < total:
-            if cfg.no_duplicates:
-                batches = no_duplicate_batches(pairs, cfg.batch_size, cfg.seed, epoch)
-            else:
-                batches = _shuffled_batches(len(pairs), cfg.batch_size, cfg.seed, epoch)
             first = len(history)
-            for idx in batches:
+            for idx in _epoch_batches(pairs, cfg, epoch):
                 if step >= total:
                     break
                 if len(idx) < 2:  # a lone pair has no negatives
                     continue
-                anchors = [pairs[i][0] for i in idx]
-                positives = [pairs[i][1] for i in idx]
-                row: dict[str, float] = {
-                    "step": step + 1,
-                    "epoch": epoch,
-                    "lr": sched.get_last_lr()[0],
-                }
-                if peer is not None:
-                    feats = [_features(model, anchors), _features(model, positives)]
-                    loss = peer(feats, None)
-                else:
-                    a = _embed(model, anchors)  # (B, d), one forward pass per column
-                    p = _embed(model, positives)  # (B, d)
-                    loss, per_size = ours((a, p))
-                    row.update({f"loss@{m}": float(v) for m, v in per_size.items()})
-                    if cfg.distill:
-                        kl = _distill_loss(a, p, dims, cfg.temperature)
-                        row["distill"] = float(kl.detach())
-                        loss = loss + cfg.distill * kl
-                loss.backward()
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                row["loss"] = float(loss.detach())
+                row = {"step": step + 1, "epoch": epoch, "lr": step_fn.sched.get_last_lr()[0]}
+                row["loss"] = step_fn([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], row)
                 history.append(row)
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
-            rows = history[first:]
-            if not rows:
-                raise ValueError(
-                    "no batch of at least 2 pairs without repeated texts: every pair shares a "
-                    "text with all others; add distinct pairs or set no_duplicates=False"
-                )
-            keys = [k for k in rows[0] if k == "loss" or k.startswith(("loss@", "distill"))]
-            epochs.append(
-                {"epoch": epoch, **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
-            )
+            epochs.append(_epoch_means(history[first:], epoch))
             epoch += 1
     finally:
         bar.close()
         model.eval()
     return {
         "method": cfg.method,
-        "dims": list(dims) if cfg.method != "plain" else [],
+        "dims": list(step_fn.dims) if cfg.method != "plain" else [],
         "steps": step,
         "seconds": time.perf_counter() - t0,
         "history": history,
