@@ -10,7 +10,7 @@ All three run side by side in one process on the same texts:
 * ``per_size``: encode once per size + score that size (the baseline; timed on one size and the
   encoding multiplied by six, since each truncated encoding costs the same).
 
-Prints one JSON line; the issue's target is ``ratio_six_to_one <= 1.2``.
+Prints one JSON line; the project's target is ``ratio_six_to_one <= 1.2``.
 
     python benchmarks/eval_sizes.py --data ../shared/data/scifact --docs 1000
 """
@@ -65,7 +65,7 @@ def main() -> None:
 
     def score(sizes: tuple[int, ...]) -> tuple[float, dict]:
         start = time.perf_counter()
-        res = retrieval_per_size(xb, xq, doc_ids, test.query_ids, test.qrels, sizes)
+        res = retrieval_per_size(xq, xb, test.query_ids, doc_ids, test.qrels, sizes)
         return time.perf_counter() - start, res
 
     score1_s, one = score((SIZES[-1],))

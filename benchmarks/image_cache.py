@@ -2,7 +2,7 @@
 
 Both paths run the full training pipeline (pad-4 random crop, horizontal flip, normalisation)
 through a ``DataLoader`` over the same seeded subset of a split; the model is left out, so the
-time is the data time alone. Prints one JSON line; the issue's target is ``speedup >= 3``.
+time is the data time alone. Prints one JSON line; the project's target is ``speedup >= 3``.
 
     python benchmarks/image_cache.py --data ../shared/data/cifar10-jpeg --images 10000
 """

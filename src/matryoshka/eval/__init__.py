@@ -18,7 +18,7 @@ from matryoshka.eval.classification import (
 )
 from matryoshka.eval.embeddings import load_embeddings, save_embeddings
 from matryoshka.eval.gradcam import gradcam_per_size
-from matryoshka.eval.report import load_results, merge_results, results_table, save_results
+from matryoshka.eval.report import int_keys, load_results, merge_results, read_json, save_results
 from matryoshka.eval.retrieval import (
     knn_label_accuracy,
     recall_at_k,
@@ -62,6 +62,7 @@ __all__ = [
     "linear_probe_top1",
     "load_results",
     "merge_results",
-    "results_table",
+    "int_keys",
+    "read_json",
     "save_results",
 ]

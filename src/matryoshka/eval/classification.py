@@ -99,7 +99,7 @@ def knn1_top1(
     """1-nearest-neighbour top-1 at each size: database = train split, queries = test split."""
     _check_xy(Xtr, ytr, "train")
     _check_xy(Xte, yte, "test")
-    return {m: knn_label_accuracy(Xtr, ytr, Xte, yte, dim=m, metric=metric) for m in sizes}
+    return {m: knn_label_accuracy(Xte, yte, Xtr, ytr, dim=m, metric=metric) for m in sizes}
 
 
 def _fit_probe(

@@ -1,4 +1,9 @@
-"""Results as data: per-size dicts, merged, written as JSON and rendered as a Markdown table."""
+"""Results as data: per-size dicts, merged, written as JSON and read back with sizes as ints.
+
+JSON turns the integer size keys of ``{"dims": {8: {...}}}`` into strings; :func:`read_json`
+turns them back, so a report rendered from a file equals one rendered from the run itself.
+Tables and plots of these dicts live in :mod:`matryoshka.viz`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,7 @@ from typing import Any
 
 from matryoshka._io import write_json
 
-__all__ = ["merge_results", "results_table", "save_results", "load_results"]
-
-METRIC_NAMES = {"top1": "top-1", "knn1": "1-NN"}
+__all__ = ["int_keys", "load_results", "merge_results", "read_json", "save_results"]
 
 
 def merge_results(method: str, parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -23,33 +26,31 @@ def merge_results(method: str, parts: Iterable[dict[str, Any]]) -> dict[str, Any
     return {"method": method, "dims": dict(sorted(dims.items()))}
 
 
-def results_table(
-    results: Sequence[dict[str, Any]],
-    metrics: Sequence[str] = ("top1", "knn1"),
-    trained: Iterable[int] | None = None,
-    digits: int = 1,
-) -> str:
-    """A Markdown table: one row per size, one column per (method, metric), values in percent.
+def int_keys(obj: Any) -> Any:
+    """``obj`` with every dict whose keys are all decimal integers re-keyed by ``int``, deeply.
 
-    Sizes not in ``trained`` are marked with ``*`` (they were never trained: interpolation).
-    A method with no value at a size shows ``–``.
+    Result dicts are keyed by size; after a JSON round trip ``{"8": ...}`` becomes ``{8: ...}``
+    again. Dicts with any other key are left keyed by strings.
     """
-    trained_set = None if trained is None else {int(m) for m in trained}
-    sizes = sorted({int(m) for r in results for m in r["dims"]})
-    header = ["size"] + [
-        f"{r['method']} {METRIC_NAMES.get(k, k)}" for r in results for k in metrics
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
-    for m in sizes:
-        label = f"{m}*" if trained_set is not None and m not in trained_set else str(m)
-        row = [label]
-        for r in results:
-            vals = r["dims"].get(m) or r["dims"].get(str(m)) or {}
-            for k in metrics:
-                v = vals.get(k)
-                row.append("–" if v is None else f"{100 * v:.{digits}f}")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    if isinstance(obj, dict):
+        items = {k: int_keys(v) for k, v in obj.items()}
+        if items and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in items):
+            return {int(k): v for k, v in items.items()}
+        return items
+    if isinstance(obj, list):
+        return [int_keys(v) for v in obj]
+    return obj
+
+
+def read_json(path: str | Path) -> Any:
+    """A results JSON file with its size keys as ints (see :func:`int_keys`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        return int_keys(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the results file is corrupt") from None
 
 
 def save_results(path: str | Path, results: Sequence[dict[str, Any]], **meta: Any) -> None:
@@ -59,10 +60,7 @@ def save_results(path: str | Path, results: Sequence[dict[str, Any]], **meta: An
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
     """Read results written by :func:`save_results`; size keys come back as ints."""
-    data = json.loads(Path(path).read_text())
-    out = []
-    for r in data["results"]:
-        r = dict(r)
-        r["dims"] = {int(m): v for m, v in r["dims"].items()}
-        out.append(r)
-    return out
+    data = read_json(path)
+    if not isinstance(data, dict) or "results" not in data:
+        raise ValueError(f"{path} holds no 'results' list; it was not written by save_results")
+    return data["results"]

@@ -2,19 +2,22 @@
 against relevance judgements in the BEIR layout, and 1-NN label accuracy.
 
 Relevance judgements (``qrels``) and runs follow BEIR and ``pytrec_eval``: ``qrels`` is
-``{query_id: {doc_id: relevance}}`` (relevance an int, > 0 means relevant) and a run is
+``{query_id: {doc_id: relevance}}`` (relevance an int, >= 1 means relevant) and a run is
 ``{query_id: {doc_id: score}}``. A document's rank in a run is by score, higher first (ties by
 document id, descending, as in ``trec_eval``). Definitions follow ``trec_eval``:
 
-- nDCG@k: ``sum rel_i / log2(i + 1)`` over the first ``k`` ranks, over the same for the ideal
-  ordering of the judged documents (gain is the relevance itself, as in BEIR's numbers);
+- nDCG@k: ``sum rel_i / log2(i + 1)`` over the first ``k`` ranks (negative relevance counts 0),
+  over the same for the ideal ordering of the judged documents (gain is the relevance itself, as
+  in BEIR's numbers); 0 for a query with no relevant document;
 - mAP@k (``map_cut``): the sum of precision@i at each relevant document within the first ``k``,
   divided by the number of relevant documents;
 - precision@k: relevant documents in the first ``k``, over ``k``;
 - recall@k: relevant documents in the first ``k``, over the number of relevant documents.
 
-Each metric is the mean over the queries that have at least one relevant document; a query with
-no run counts as 0.
+Averaging, as BEIR and MTEB do through ``pytrec_eval``: each metric is the mean over the queries
+that have both judgements and an entry in the run. A judged query the run does not mention is left
+out of the mean; ``missing="zero"`` applies ``trec_eval -c`` instead, which counts it as 0 and so
+averages over every judged query. Queries in the run without judgements are ignored either way.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from matryoshka.index.metrics import recall_at_k
+
 __all__ = [
     "recall_at_k",
     "retrieval_metrics",
@@ -32,56 +37,55 @@ __all__ = [
 ]
 
 
-def recall_at_k(I: np.ndarray, I_true: np.ndarray, k: int | None = None) -> float:  # noqa: E741
-    """Fraction of the exact top-``k`` ids found in the first ``k`` ids of an approximate result.
-
-    Parameters
-    ----------
-    I : ndarray of shape (nq, >= k), int
-        Ids returned by the search under test (``-1`` for none).
-    I_true : ndarray of shape (nq, >= k), int
-        Ids of exact (e.g. full-size) search, best first.
-    k : int, optional
-        Default the width of ``I_true``.
-
-    Returns
-    -------
-    float
-        ``|I[:, :k] & I_true[:, :k]| / |I_true[:, :k]|`` summed over queries (``-1`` ignored).
-    """
-    I, I_true = np.asarray(I), np.asarray(I_true)  # noqa: E741
-    if I.ndim != 2 or I_true.ndim != 2 or I.shape[0] != I_true.shape[0]:
-        raise ValueError(
-            f"I and I_true must be (nq, k) with equal nq, got {I.shape}, {I_true.shape}"
-        )
-    k = I_true.shape[1] if k is None else int(k)
-    if k < 1 or k > I.shape[1] or k > I_true.shape[1]:
-        raise ValueError(f"k must be between 1 and {min(I.shape[1], I_true.shape[1])}, got k={k}")
-    found = total = 0
-    for a, b in zip(I[:, :k], I_true[:, :k], strict=True):
-        b = b[b >= 0]
-        found += len(np.intersect1d(a[a >= 0], b))
-        total += len(b)
-    return found / total if total else 0.0
-
-
 def _ranked(scores: Mapping[str, float]) -> list[str]:
     # score descending, ties by doc id descending (trec_eval's order)
     return [doc for doc, _ in sorted(scores.items(), key=lambda t: (t[1], t[0]), reverse=True)]
+
+
+def _query_metrics(
+    judged: Mapping[str, int], scores: Mapping[str, float], ks: Sequence[int]
+) -> dict[str, float]:
+    """Every metric at every cut-off for one query (trec_eval's definitions)."""
+    relevant = {doc for doc, rel in judged.items() if rel > 0}
+    ranked = _ranked(scores)
+    ideal = sorted((rel for rel in judged.values() if rel > 0), reverse=True)
+    out = {}
+    for k in ks:
+        top = ranked[:k]
+        dcg = sum(max(judged.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(top))
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:k]))
+        hits, ap = 0, 0.0
+        for i, doc in enumerate(top):
+            if doc in relevant:
+                hits += 1
+                ap += hits / (i + 1)
+        n_rel = max(len(relevant), 1)  # no relevant document: every metric is 0
+        out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else 0.0
+        out[f"map@{k}"] = ap / n_rel
+        out[f"precision@{k}"] = hits / k
+        out[f"recall@{k}"] = hits / n_rel
+    return out
+
+
+MISSING_RULES = ("skip", "zero")
 
 
 def retrieval_metrics(
     qrels: Mapping[str, Mapping[str, int]],
     run: Mapping[str, Mapping[str, float]],
     ks: Iterable[int] = (1, 10, 100),
+    missing: str = "skip",
 ) -> dict[str, float]:
-    """nDCG@k, mAP@k, precision@k and recall@k, averaged over the judged queries.
+    """nDCG@k, mAP@k, precision@k and recall@k, averaged over queries as BEIR and MTEB do.
 
     Parameters
     ----------
     qrels : dict of query id -> dict of doc id -> int relevance
     run : dict of query id -> dict of doc id -> float score
     ks : iterable of int
+    missing : {"skip", "zero"}
+        A judged query absent from ``run``: ``"skip"`` leaves it out of the mean (BEIR, MTEB,
+        ``pytrec_eval``); ``"zero"`` counts it as 0 (``trec_eval -c``).
 
     Returns
     -------
@@ -92,30 +96,21 @@ def retrieval_metrics(
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
+    if missing not in MISSING_RULES:
+        raise ValueError(f"missing must be one of {MISSING_RULES}, got {missing!r}")
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("ndcg", "map", "precision", "recall")}
     nq = 0
     for qid, judged in qrels.items():
-        relevant = {doc for doc, rel in judged.items() if rel > 0}
-        if not relevant:
+        if qid not in run and missing == "skip":
             continue
+        scores = run.get(qid, {})
+        bad = next((doc for doc, s in scores.items() if math.isnan(s)), None)
+        if bad is not None:
+            raise ValueError(f"run for query {qid!r} scores document {bad!r} as NaN")
         nq += 1
-        ranked = _ranked(run.get(qid, {}))
-        ideal = sorted((rel for rel in judged.values() if rel > 0), reverse=True)
-        for k in ks:
-            top = ranked[:k]
-            gains = [judged.get(doc, 0) if judged.get(doc, 0) > 0 else 0 for doc in top]
-            dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
-            idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:k]))
-            hits, ap = 0, 0.0
-            for i, doc in enumerate(top):
-                if doc in relevant:
-                    hits += 1
-                    ap += hits / (i + 1)
-            sums[f"ndcg@{k}"] += dcg / idcg
-            sums[f"map@{k}"] += ap / len(relevant)
-            sums[f"precision@{k}"] += hits / k
-            sums[f"recall@{k}"] += hits / len(relevant)
-    out = {key: (v / nq if nq else 0.0) for key, v in sums.items()}
+        for key, value in _query_metrics(judged, scores, ks).items():
+            sums[key] += value
+    out: dict[str, float] = {key: (v / nq if nq else 0.0) for key, v in sums.items()}
     out["queries"] = nq
     return out
 
@@ -153,22 +148,22 @@ def run_from_search(
 
 
 def knn_label_accuracy(
-    xb: np.ndarray,
-    yb: np.ndarray,
     xq: np.ndarray,
     yq: np.ndarray,
+    xb: np.ndarray,
+    yb: np.ndarray,
     dim: int | None = None,
     metric: str = "cosine",
 ) -> float:
     """1-NN label accuracy: how often a query's nearest database vector at size ``dim`` shares its
-    label.
+    label. Queries first, as in ``faiss.knn(xq, xb, k)``.
 
     Parameters
     ----------
-    xb : ndarray of shape (N, d)
-    yb : ndarray of shape (N,)
     xq : ndarray of shape (nq, d)
     yq : ndarray of shape (nq,)
+    xb : ndarray of shape (N, d)
+    yb : ndarray of shape (N,)
     dim : int, optional
         Prefix size (default ``d``); cosine renormalises the prefix.
     """
@@ -180,5 +175,5 @@ def knn_label_accuracy(
             f"one label per vector: {len(xb)} vectors, {len(yb)} labels; "
             f"{len(xq)} queries, {len(yq)} labels"
         )
-    _, I = exact_search(xb, xq, 1, metric, dim=dim)  # noqa: E741
+    _, I = exact_search(xq=xq, xb=xb, k=1, metric=metric, dim=dim)  # noqa: E741
     return float(np.mean(yb[I[:, 0]] == yq)) if len(yq) else 0.0

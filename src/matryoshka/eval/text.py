@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka.dims import validate_dims
+from matryoshka.dims import truncate, validate_dims
 from matryoshka.eval.classification import PCABaseline
 from matryoshka.eval.retrieval import retrieval_metrics, run_from_search
 from matryoshka.index.exact import exact_search
@@ -36,10 +36,10 @@ def _sizes(sizes: Sequence[int], d: int) -> list[int]:
 
 
 def retrieval_per_size(
-    xb: np.ndarray,
     xq: np.ndarray,
-    doc_ids: Sequence[str],
+    xb: np.ndarray,
     query_ids: Sequence[str],
+    doc_ids: Sequence[str],
     qrels: Mapping[str, Mapping[str, int]],
     sizes: Sequence[int],
     method: str = "original",
@@ -47,13 +47,16 @@ def retrieval_per_size(
 ) -> dict[str, Any]:
     """nDCG@10, recall@100 and MAP@100 (by default) of cosine search at every size.
 
+    Queries come first, as in ``faiss.knn(xq, xb, k)`` and sentence-transformers'
+    ``semantic_search(queries, corpus)``; keyword calls read the same either way.
+
     Parameters
     ----------
-    xb : ndarray of shape (N, d)
-        Corpus embeddings, row ``i`` for ``doc_ids[i]``, encoded once at full size.
     xq : ndarray of shape (nq, d)
         Query embeddings, row ``j`` for ``query_ids[j]``.
-    doc_ids, query_ids : sequence of str
+    xb : ndarray of shape (N, d)
+        Corpus embeddings, row ``i`` for ``doc_ids[i]``, encoded once at full size.
+    query_ids, doc_ids : sequence of str
     qrels : dict of query id -> dict of doc id -> int relevance
     sizes : sequence of int
         Prefix sizes ``m`` to score, each at most ``d``.
@@ -86,7 +89,8 @@ def retrieval_per_size(
     out: dict[int, dict[str, float]] = {}
     queries = 0
     for m in _sizes(sizes, xb.shape[1]):
-        D, I = exact_search(xb, xq, k, "cosine", dim=m)  # (nq, k), prefix renormalised  # noqa: E741
+        # (nq, k) at size m, each prefix renormalised
+        D, I = exact_search(xq=xq, xb=xb, k=k, metric="cosine", dim=m)  # noqa: E741
         scores = retrieval_metrics(qrels, run_from_search(D, I, query_ids, doc_ids), ks)
         queries = int(scores["queries"])
         out[m] = {name: float(scores[name]) for name in metrics}
@@ -104,11 +108,9 @@ def prefix_cosine(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
     -------
     ndarray of shape (n,), float64
     """
-    a = np.asarray(a[:, :m], dtype=np.float64)  # (n, m)
-    b = np.asarray(b[:, :m], dtype=np.float64)
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    return (a * b).sum(1) / np.maximum(na * nb, 1e-12)
+    a = truncate(np.asarray(a, dtype=np.float64), m)  # (n, m), unit rows (zero rows stay zero)
+    b = truncate(np.asarray(b, dtype=np.float64), m)
+    return (a * b).sum(1)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -3,12 +3,16 @@ returns it; matplotlib is imported inside the functions (extra ``viz``)."""
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_accuracy_vs_dim", "plot_adaptive", "plot_gradcam_grid", "save_figure"]
+from matryoshka._io import atomic_file
+from matryoshka._optional import require
+
+__all__ = ["plot_accuracy_vs_dim", "plot_adaptive", "plot_gradcam_grid", "pyplot", "save_figure"]
 
 _STYLES = {
     "mrl": {"marker": "o", "color": "C3"},
@@ -19,15 +23,15 @@ _STYLES = {
 }
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or an ``ImportError`` naming the extra.
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("plots need matplotlib: pip install 'matryoshka[viz]'") from e
-    return plt
+    The one way the package imports pyplot: a report that draws figures calls this first and,
+    when matplotlib is missing, can still write its text and say why a figure is absent.
+    """
+    matplotlib = require("matplotlib", "plots")
+    matplotlib.use("Agg", force=False)  # no display here; figures are written to files
+    return require("matplotlib.pyplot", "plots")
 
 
 def plot_accuracy_vs_dim(
@@ -41,7 +45,7 @@ def plot_accuracy_vs_dim(
 
     Sizes not in ``trained`` (interpolated) are drawn as hollow markers.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib import colors as matplotlib_colors
 
     if ax is None:
@@ -92,10 +96,6 @@ def plot_accuracy_vs_dim(
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> None:
     """Save a figure as PNG atomically (rendered in memory, then renamed into place)."""
-    import io
-
-    from matryoshka._io import atomic_file
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     with atomic_file(path, "wb") as f:
@@ -115,7 +115,7 @@ def plot_adaptive(
     adaptive : the dict returned by :func:`matryoshka.eval.adaptive_classification`
     reference : optional ``{label: top1}`` drawn as horizontal lines (e.g. full-size FF)
     """
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     pts = [(p["expected_size"], 100 * p["top1"]) for p in adaptive["front"]]
@@ -158,7 +158,7 @@ def plot_gradcam_grid(
     """
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     images, cams = np.asarray(images), np.asarray(cams)
     B, S = cams.shape[:2]
     if fig is None:
