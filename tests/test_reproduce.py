@@ -1,12 +1,16 @@
 """The CIFAR-10 reproduction pipeline, end to end on a tiny generated image folder."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import yaml
 
-from matryoshka.reproduce import cifar10_jobs, reproduce_cifar10, seed_jobs
+from matryoshka.cli import main
+from matryoshka.eval import read_json
+from matryoshka.experiments.cifar10 import cifar10_jobs, reproduce_cifar10, seed_jobs
+from matryoshka.experiments.cifar10_report import render_cifar10
 from matryoshka.train import load_config
 
 Image = pytest.importorskip("PIL.Image")
@@ -76,23 +80,51 @@ def test_reproduce_writes_the_report(tiny_config, tmp_path):
         assert (docs / png).stat().st_size > 5000
     methods = [r["method"] for r in out["finetune"]]
     assert methods == ["mrl", "ft-head", "ft-last1", "ft-all", "ff"]
-    adaptive = json.loads((tmp_path / "out" / "adaptive.json").read_text())
+
+    # every size and count in the text comes from this config (d = 16), none from another one
+    assert "d = 16, sizes [4, 8, 16]" in text and "from the FF-16 checkpoint" in text
+    assert "from 4 to 16 dimensions" in text and "all 11 models" in text
+    assert re.search(r"\b(256|128|64)\b", text) is None  # (32 is a claim's bound, not a size)
+    by = {r["method"]: r["dims"] for r in out["comparison"]}
+    mrl, ff = by["mrl"][8]["top1"], by["ff"][8]["top1"]
+    assert f"| 8 | {100 * (mrl - ff):+.1f} |" in text  # the gap table, from the results
+    assert f"| 8 | {100 * mrl:.1f} |" in text  # the accuracy table's first column
+
+    adaptive = json.loads((tmp_path / "out" / "results.json").read_text())["adaptive"]
     assert adaptive["dims"] == [4, 8, 16]
-    # chosen on held-out data with no slack: it reaches full-size FF and MRL there
-    if adaptive["selected"] is not None:
-        assert adaptive["selected"]["holdout_top1"] >= adaptive["holdout_target"]
-        assert adaptive["holdout_target"] >= adaptive["ff_full_holdout_top1"]
-    seeds = json.loads((tmp_path / "out" / "seeds.json").read_text())
-    assert sorted(seeds, key=int) == ["4", "8", "16"]
+    # chosen on held-out data with no slack: the smallest held-out expected size that reaches
+    # both full-size FF and the largest MRL head there, or none when no point does
+    assert adaptive["holdout_target"] == max(
+        adaptive["ff_full_holdout_top1"], adaptive["holdout_fixed"]["16"]
+    )
+    reach = [p for p in adaptive["points"] if p["holdout_top1"] >= adaptive["holdout_target"]]
+    assert adaptive["selected"] == min(reach, key=lambda p: p["holdout_expected_size"],
+                                       default=None)  # fmt: skip
+    expected = (
+        f"start at {adaptive['selected']['start']}, target precision"
+        if adaptive["selected"]
+        else "No operating point reached full-size top-1 on the held-out images."
+    )
+    assert expected in text
+    seeds = out["seeds"]
+    assert sorted(seeds) == [4, 8, 16]
     assert all(len(v["mrl"]) == 2 for v in seeds.values())
-    assert len(seeds["4"]["ff"]) == 2 and "ff" not in seeds["8"]
+    assert len(seeds[4]["ff"]) == 2 and "ff" not in seeds[8]
     # seed 0's numbers are the main run's, the other seed's differ
-    assert seeds["16"]["mrl"][0] == out["comparison"]["results"][0]["dims"][16]["top1"]
+    assert seeds[16]["mrl"][0] == by["mrl"][16]["top1"]
+
+    # the report is rendered from cifar10.json alone: the same text without the models
+    saved = read_json(docs / "cifar10.json")
+    (docs / "cifar10.md").unlink()
+    assert render_cifar10(saved, docs) == text  # Grad-CAM maps come from cifar10_gradcam.npz
+    assert main(["reproduce", "cifar10", "--report-only", "--docs", str(docs)]) == 0
+    assert (docs / "cifar10.md").read_text() == text
+
     # a second run trains nothing: every model folder is complete and reused
     again = reproduce_cifar10(tiny_config, out_dir=tmp_path / "out", docs_dir=docs,
                               finetune_epochs=1, seeds=2, seed_sizes=[4, 16], progress=False,
                               command="x")  # fmt: skip
-    assert again["comparison"]["results"] == out["comparison"]["results"]
+    assert again["comparison"] == out["comparison"]
 
 
 def test_seed_jobs_shift_the_seed_only(tiny_config):

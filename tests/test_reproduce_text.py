@@ -8,23 +8,27 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from matryoshka.reproduce_text import (  # noqa: E402
+from matryoshka.cli import main  # noqa: E402
+from matryoshka.eval import read_json  # noqa: E402
+from matryoshka.experiments.funnels import funnel_table  # noqa: E402
+from matryoshka.experiments.scifact import (  # noqa: E402
     BEST_RECIPE,
     TUNED_LR,
+    ScifactConfig,
     default_recipes,
-    funnel_table,
     parse_recipe,
     reproduce_scifact,
 )
-from matryoshka.train.text import TextTrainConfig  # noqa: E402
+from matryoshka.experiments.scifact_report import render_scifact  # noqa: E402
+from matryoshka.train import TextTrainConfig  # noqa: E402
 
 TOPICS = ["cats", "rain", "football", "bread", "planets", "guitars", "rivers", "chess", "tea"]
 
 
 def toy_data(root):
     beir, sts = root / "beir", root / "stsb"
-    (beir / "qrels").mkdir(parents=True)
-    sts.mkdir()
+    (beir / "qrels").mkdir(parents=True, exist_ok=True)
+    sts.mkdir(exist_ok=True)
     with open(beir / "corpus.jsonl", "w") as f:
         for i, t in enumerate(TOPICS):
             for j, angle in enumerate(("history", "science")):
@@ -47,14 +51,19 @@ def toy_data(root):
     return beir, sts
 
 
-def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
+def toy_config(tmp_path, **kw) -> ScifactConfig:
     beir, sts = toy_data(tmp_path)
-    kw = dict(
+    base = TextTrainConfig(dims=[16, 64, 384], max_steps=1, batch_size=4, max_seq_length=16)
+    return ScifactConfig(
         out_dir=tmp_path / "run", docs_dir=tmp_path / "docs", data_dir=beir, stsb_dir=sts,
-        dims=(16, 64, 384), max_steps=1, batch_size=4, max_seq_length=16,
-        funnels=[((16, 12), (384, 10))], progress=False, command="matryoshka reproduce scifact",
+        base=base, funnels=[((16, 12), (384, 10))], **kw,
     )  # fmt: skip
-    out = reproduce_scifact(**kw)
+
+
+def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
+    cfg = toy_config(tmp_path)
+    run = {"progress": False, "command": "matryoshka reproduce scifact"}
+    out = reproduce_scifact(cfg, **run)
     methods = [r["method"] for r in out["retrieval"]]
     assert methods == [
         "original", "pca", "plain", "mrl", "st-peer", "plain-lr", "mrl-lr", BEST_RECIPE
@@ -71,26 +80,36 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
     assert out["training"]["mrl"]["pairs"] == 12 and out["training"]["mrl"]["steps"] == 1
     assert [f["funnel"] for f in out["funnels"]] == ["full", "16:12,384:10"]
     assert out["funnels"][1]["macs"] == 18 * 16 + 12 * 384
-    md = (tmp_path / "docs" / "scifact.md").read_text()
+    docs = tmp_path / "docs"
+    md = (docs / "scifact.md").read_text()
     assert "matryoshka reproduce scifact" in md and "| 384 |" in md and "st-peer" in md
     assert "## The targets, as measured" in md and "| mrl | yes | " in md
     assert "It trained 6 of 6 models and encoded 7 of 7" in md
+    assert "Scoring 3 sizes" in md and "Evaluating three sizes costs" in md  # from dims
+    assert "share of the recipe's own 384-dim nDCG@10" in md
     assert out["mrl_vs_peer_max_abs_diff"] < 1e-4  # the same model: see the report
-    assert json.loads((tmp_path / "docs" / "scifact.json").read_text())["counts"]["queries"] == 3
+    assert json.loads((docs / "scifact.json").read_text())["counts"]["queries"] == 3
 
-    again = reproduce_scifact(**kw)  # resumes: no training, the same numbers
+    # the report comes from scifact.json alone, its run-time section included
+    assert render_scifact(read_json(docs / "scifact.json"), tmp_path / "again") == md
+    assert main(["reproduce", "scifact", "--report-only", "--docs", str(docs)]) == 0
+    assert (docs / "scifact.md").read_text() == md
+
+    again = reproduce_scifact(cfg, **run)  # resumes: no training, the same numbers
     assert again["retrieval"] == out["retrieval"] and again["training"] == out["training"]
     assert again["done_here"] == {"trained": [], "encoded": []}
-    assert "Read from `out_dir` instead" in (tmp_path / "docs" / "scifact.md").read_text()
+    assert "Read from `out_dir` instead" in (docs / "scifact.md").read_text()
     # a second process may measure new recipes alone, beside the default methods' folders
-    only = reproduce_scifact(**kw, extra_recipes=["mrl-lr:method=mrl,lr=1e-4"],
-                             default_methods=False)  # fmt: skip
+    only = reproduce_scifact(
+        toy_config(tmp_path, extra_recipes=["mrl-lr:method=mrl,lr=1e-4"], default_methods=False),
+        **run,
+    )
     assert [r["method"] for r in only["retrieval"]] == ["original", "pca", "mrl-lr"]
     assert only["funnel_method"] == "mrl-lr" and list(only["training"]) == ["mrl-lr"]
-    recipes = default_recipes(TextTrainConfig(dims=[16, 64, 384], max_steps=1, batch_size=4))
-    recipes["mrl"] = replace(recipes["mrl"], lr=1e-3, max_seq_length=16)
+    recipes = default_recipes(cfg.base)
+    recipes["mrl"] = replace(recipes["mrl"], lr=1e-3)
     with pytest.raises(ValueError, match="trained with another recipe"):
-        reproduce_scifact(**kw, recipes=recipes)
+        reproduce_scifact(toy_config(tmp_path, recipes=recipes), **run)
 
 
 def test_funnel_table_matches_full_search_when_shortlist_is_everything():
@@ -99,7 +118,7 @@ def test_funnel_table_matches_full_search_when_shortlist_is_everything():
     xq = xb[:5] + 0.01
     ids = [str(i) for i in range(40)]
     qrels = {f"q{i}": {str(i): 1} for i in range(5)}
-    rows = funnel_table(xb, xq, ids, list(qrels), qrels, [((8, 40), (32, 10))], repeats=1)
+    rows = funnel_table(xq, xb, list(qrels), ids, qrels, [((8, 40), (32, 10))], repeats=1)
     assert rows[0]["funnel"] == "full" and rows[0]["macs"] == 40 * 32
     assert rows[1]["ndcg@10"] == pytest.approx(rows[0]["ndcg@10"])
     assert rows[1]["macs"] == 40 * 8 + 40 * 32 and rows[1]["cost_ratio"] < 1
@@ -113,10 +132,12 @@ def test_parse_recipe():
     assert cfg.extra == {"pairs": "train+titles"} and base.extra == {}
     _, cfg = parse_recipe("p:method=plain,symmetric=true,max_steps=none,epochs=3", base)
     assert cfg.symmetric is True and cfg.max_steps is None and cfg.epochs == 3
-    with pytest.raises(ValueError, match="unknown key 'lrate'; valid keys"):
+    with pytest.raises(ValueError, match="recipe 'x': unknown config key 'lrate'; valid keys"):
         parse_recipe("x:lrate=1", base)
-    with pytest.raises(ValueError, match="bad value 'fast' for lr"):
+    with pytest.raises(ValueError, match="recipe 'x': lr must be a number, got 'fast'"):
         parse_recipe("x:lr=fast", base)
+    with pytest.raises(ValueError, match="recipe 'x': weights\\[1\\] must be a number"):
+        parse_recipe("x:weights=1/heavy/1", base)
     with pytest.raises(ValueError, match="pairs must be one of"):
         parse_recipe("x:pairs=all", base)
     with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
@@ -126,13 +147,12 @@ def test_parse_recipe():
 
 
 def test_bad_recipe_fails_before_any_training(tmp_path):
-    beir, sts = toy_data(tmp_path)
-    kw = dict(out_dir=tmp_path / "run", docs_dir=tmp_path / "docs", data_dir=beir, stsb_dir=sts)
+    run = {"progress": False}
     with pytest.raises(ValueError, match="one value per size"):
-        reproduce_scifact(**kw, extra_recipes=["w:method=mrl,weights=1/1"])
+        reproduce_scifact(toy_config(tmp_path, extra_recipes=["w:method=mrl,weights=1/1"]), **run)
     with pytest.raises(ValueError, match="recipe name 'mrl' is taken"):
-        reproduce_scifact(**kw, extra_recipes=["mrl:lr=1e-4"])
+        reproduce_scifact(toy_config(tmp_path, extra_recipes=["mrl:lr=1e-4"]), **run)
     assert not (tmp_path / "run" / "models").exists()
     with pytest.raises(ValueError, match="no recipe to train"):
-        reproduce_scifact(**kw, default_methods=False)
+        reproduce_scifact(toy_config(tmp_path, default_methods=False), **run)
     assert not (tmp_path / "run" / "models").exists()

@@ -1,0 +1,75 @@
+"""Small pieces every experiment shares: the command line that ran it, figures that may be missing,
+and the results file a report is rendered from."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from matryoshka._io import write_json
+from matryoshka.eval import read_json
+
+__all__ = ["RunClock", "command_line", "number_word", "read_results", "try_pyplot", "write_results"]
+
+_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The ``matryoshka ...`` command that is running, quoted for a shell."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(shlex.quote(a) for a in ["matryoshka", *args])
+
+
+def number_word(n: int) -> str:
+    """``6`` -> ``"six"`` up to ten, digits above (for prose in reports)."""
+    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def try_pyplot(what: str) -> Any | None:
+    """``matplotlib.pyplot``, or None after saying on stderr why ``what`` is not drawn."""
+    from matryoshka.viz import pyplot
+
+    try:
+        return pyplot()
+    except ImportError as e:  # the report's text is still written; say why a figure is missing
+        print(f"warning: no {what} ({e})", file=sys.stderr)
+        return None
+
+
+def write_results(paths: Sequence[str | Path], results: dict[str, Any]) -> None:
+    """Write one results dict to each path (atomically): the file a report is rendered from."""
+    for path in paths:
+        write_json(path, results)
+
+
+def read_results(path: str | Path, required: Sequence[str], what: str) -> dict[str, Any]:
+    """A results file a report is rendered from, size keys as ints.
+
+    Raises ``ValueError`` when it lacks any of the ``required`` keys (another experiment's file,
+    or not a results file at all); ``what`` names the command that writes the right one.
+    """
+    data = read_json(path)
+    missing = [k for k in required if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(
+            f"{path} is not a results file of {what}: it lacks {', '.join(missing)}; pass the "
+            "JSON that command wrote"
+        )
+    return data
+
+
+class RunClock:
+    """Wall time and torch's thread count of a run, for the report's run-time section."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def stamp(self) -> dict[str, Any]:
+        """``{"seconds": wall time so far, "threads": torch CPU threads}``."""
+        return {"seconds": time.perf_counter() - self.t0, "threads": torch.get_num_threads()}
