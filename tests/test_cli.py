@@ -2,18 +2,58 @@ import json
 
 import pytest
 
+import matryoshka
 from matryoshka.cli import build_parser, main
 
 
 def test_every_command_has_help(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) >= {"demo", "train", "eval"}
-    for name in sub.choices:
+    assert set(sub.choices) >= {"demo", "train", "eval", "embed", "reproduce", "index", "search",
+                                "plan"}  # fmt: skip
+    commands = [[name] for name in sub.choices]
+    commands += [["index", name] for name in ("build", "search", "plan", "info")]
+    for words in commands:
         with pytest.raises(SystemExit) as e:
-            main([name, "--help"])
+            main([*words, "--help"])
         assert e.value.code == 0
-        assert "usage: matryoshka " + name in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "usage: matryoshka " + " ".join(words) in out
+        assert "--debug" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"matryoshka {matryoshka.__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "nothing-here"], "matryoshka eval: error: nothing-here is not a model folder"),
+        (["train", "model.colour=red"], "matryoshka train: error: unknown config key 'model.col"),
+        (["index", "info", "nothing-here"], "matryoshka index info: error: nothing-here is not"),
+        (["search", "nothing-here", "--queries", "q.npy"], "matryoshka search: error:"),
+        (["reproduce", "scifact", "--report-only"], "matryoshka reproduce: error: results file"),
+    ],
+)
+def test_a_mistake_is_one_line_and_status_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["--debug", *argv]) == 2  # --debug adds the traceback above the same line
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and message in err.splitlines()[-1]
+
+
+def test_a_bad_size_list_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "m", "--dims", "8,x"])
+    assert e.value.code == 2
+    assert "expected comma-separated sizes such as 8,16,32, got '8,x'" in capsys.readouterr().err
 
 
 def test_demo_writes_report_results_and_plot(tmp_path, capsys):
@@ -35,6 +75,11 @@ def test_demo_writes_report_results_and_plot(tmp_path, capsys):
     # a second run reuses every finished model instead of training again
     assert main(["demo", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     assert json.loads((out / "results.json").read_text())["results"] == data["results"]
+    # the report is rendered from results.json alone
+    report = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert main(["demo", "--out", str(out), "--report-only"]) == 0
+    assert (out / "report.md").read_text() == report
 
 
 def test_train_and_eval_commands(tmp_path, capsys):
@@ -43,7 +88,7 @@ def test_train_and_eval_commands(tmp_path, capsys):
             "model.head=mrl-e", "model.dims_start=4", "data.train_subset=300"]  # fmt: skip
     assert main(args) == 0
     assert "test top-1 per size" in capsys.readouterr().out
-    assert main(["eval", str(model), "--quiet", "--sizes", "5"]) == 0
+    assert main(["eval", str(model), "--quiet", "--dims", "5"]) == 0
     res = json.loads((model / "eval" / "results.json").read_text())
     assert set(res["results"][0]["dims"]) == {"4", "5", "6", "8", "12", "16"}
 

@@ -161,7 +161,7 @@ def test_perfect_retrieval_scores_one_at_every_size(sizes):
     xq = xb[[3, 7, 11]] * 2.0  # each query points at one document, at every prefix
     doc_ids = [f"d{i}" for i in range(50)]
     qrels = {"a": {"d3": 1}, "b": {"d7": 1}, "c": {"d11": 2, "d0": 0}}
-    res = retrieval_per_size(xb, xq, doc_ids, ["a", "b", "c"], qrels, sizes, method="toy")
+    res = retrieval_per_size(xq, xb, ["a", "b", "c"], doc_ids, qrels, sizes, method="toy")
     assert res["method"] == "toy" and res["queries"] == 3
     assert list(res["dims"]) == sizes
     for vals in res["dims"].values():
@@ -171,7 +171,7 @@ def test_perfect_retrieval_scores_one_at_every_size(sizes):
 def test_retrieval_known_rank_two():
     xb = np.array([[1.0, 0.0], [0.9, 0.3], [0.0, 1.0]], np.float32)
     xq = np.array([[1.0, 0.0]], np.float32)
-    res = retrieval_per_size(xb, xq, ["x", "y", "z"], ["q"], {"q": {"y": 1}}, [2])
+    res = retrieval_per_size(xq, xb, ["q"], ["x", "y", "z"], {"q": {"y": 1}}, [2])
     assert res["dims"][2]["ndcg@10"] == pytest.approx(1 / math.log2(3))
     assert res["dims"][2]["map@100"] == pytest.approx(0.5)
     assert res["dims"][2]["recall@100"] == pytest.approx(1.0)
@@ -180,13 +180,13 @@ def test_retrieval_known_rank_two():
 def test_retrieval_bad_input():
     xb = np.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match="must share d"):
-        retrieval_per_size(xb, np.zeros((1, 3)), ["a", "b", "c"], ["q"], {}, [2])
+        retrieval_per_size(np.zeros((1, 3)), xb, ["q"], ["a", "b", "c"], {}, [2])
     with pytest.raises(ValueError, match="one id per row: 3 corpus rows, 2 doc ids"):
-        retrieval_per_size(xb, np.zeros((1, 4)), ["a", "b"], ["q"], {}, [2])
+        retrieval_per_size(np.zeros((1, 4)), xb, ["q"], ["a", "b"], {}, [2])
     with pytest.raises(ValueError, match="at most d=4"):
-        retrieval_per_size(xb, np.zeros((1, 4)), ["a", "b", "c"], ["q"], {}, [8])
+        retrieval_per_size(np.zeros((1, 4)), xb, ["q"], ["a", "b", "c"], {}, [8])
     with pytest.raises(ValueError, match="metric names look like 'ndcg@10'"):
-        retrieval_per_size(xb, np.zeros((1, 4)), ["a", "b", "c"], ["q"], {}, [2], metrics=["x"])
+        retrieval_per_size(np.zeros((1, 4)), xb, ["q"], ["a", "b", "c"], {}, [2], metrics=["x"])
 
 
 def test_sts_spearman_known_answers():
@@ -281,14 +281,26 @@ def test_config_and_pairs_errors(encoder):
         fit_text(encoder, PAIRS, TextTrainConfig(dims=[16, 512]), progress=False)
 
 
-def test_st_trainer_needs_datasets_and_accelerate(encoder):
-    from sentence_transformers.util import is_training_available
+def test_st_trainer_needs_datasets_and_accelerate(encoder, monkeypatch):
+    import sentence_transformers.util
 
-    if is_training_available():
-        pytest.skip("datasets and accelerate are installed")
+    monkeypatch.setattr(sentence_transformers.util, "is_training_available", lambda: False)
     cfg = TextTrainConfig(method="st-peer", trainer="sentence-transformers", max_steps=1)
     with pytest.raises(ImportError, match="pip install datasets accelerate"):
         fit_text(encoder, PAIRS, cfg, progress=False)
+
+
+@pytest.mark.parametrize("dims", [[384], [16, 64, 384], [8, 16, 32, 64, 128, 256, 384]])
+def test_two_forward_passes_per_step_for_any_number_of_sizes(encoder, dims, monkeypatch):
+    """Anchors and positives are each encoded once per step; every size is a slice of them."""
+    model = copy.deepcopy(encoder)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda f, **kw: calls.append(1) or forward(f, **kw))
+    cfg = TextTrainConfig(method="mrl", dims=dims, batch_size=4, max_steps=3)
+    log = fit_text(model, PAIRS, cfg, progress=False)
+    assert log["steps"] == 3 and len(calls) == 2 * 3
+    assert set(log["history"][0]) >= {f"loss@{m}" for m in dims}
 
 
 def test_peer_loss_is_our_loss_summed_over_sizes(encoder):

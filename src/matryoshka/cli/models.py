@@ -1,0 +1,176 @@
+"""Commands that train and score models: ``demo``, ``train``, ``eval``, ``embed``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from matryoshka.cli._common import add_common, dims_arg
+
+__all__ = ["add_model_commands"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from matryoshka.experiments.common import read_results
+    from matryoshka.experiments.compare import render_comparison, run_demo
+
+    if args.report_only:
+        data = read_results(
+            Path(args.out) / "results.json", ("results", "trained", "config"), "`matryoshka demo`"
+        )
+        print(render_comparison(data, args.out))
+        print(f"redrew {args.out}/report.md and accuracy_vs_dim.png from results.json")
+        return 0
+    out = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    print(out["table"])
+    print(f"wrote {args.out}/report.md, results.json, accuracy_vs_dim.png ({out['seconds']:.0f}s)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from matryoshka.train import load_config, train
+
+    overrides = list(args.overrides)
+    if args.out is not None:
+        overrides.append(f"out_dir={args.out}")
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    last = result["history"][-1] if result["history"] else {}
+    if "test_top1" in last:
+        acc = ", ".join(f"{m}: {100 * v:.1f}%" for m, v in last["test_top1"].items())
+        print(f"test top-1 per size: {acc}")
+    print(f"model folder: {cfg.out_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from matryoshka._io import write_text
+    from matryoshka.dims import interpolated_dims, validate_dims
+    from matryoshka.eval import encode, evaluate_embeddings, save_results
+    from matryoshka.train import load_data, load_model, resolve_device
+    from matryoshka.viz import results_table
+
+    device = resolve_device(args.device)
+    model, cfg, _ = load_model(args.model, device)
+    dims = list(model.head.dims)
+    extra = validate_dims(sorted(set(args.dims or [])), model.d, "--dims") if args.dims else ()
+    sizes = sorted(set(dims) | set(interpolated_dims(dims)) | set(extra))
+    train_ds, test_ds, _ = load_data(cfg, augment=False)
+    Xtr, ytr = encode(model, train_ds, device=device, progress=not args.quiet, desc="encode train")
+    Xte, yte = encode(model, test_ds, device=device, progress=not args.quiet, desc="encode test")
+    result = evaluate_embeddings(cfg.model.head, Xtr, ytr, Xte, yte, sizes, head=model.head.cpu())
+    table = results_table([result], trained=dims)
+    print(table)
+    out = Path(args.out or Path(args.model) / "eval")
+    save_results(out / "results.json", [result], trained=dims, sizes=sizes, model=str(args.model))
+    write_text(out / "report.md", f"# {args.model}\n\n{table}")
+    print(f"wrote {out}/results.json and report.md")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from matryoshka.eval import encode, save_embeddings
+    from matryoshka.train import load_data, load_model, resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg, classes = load_model(args.model, device)
+    train_ds, test_ds, _ = load_data(cfg, augment=False)
+    parts = {"train": [train_ds], "test": [test_ds], "all": [train_ds, test_ds]}[args.split]
+    encoded = [
+        encode(model, ds, batch_size=args.batch, device=device, progress=not args.quiet)
+        for ds in parts
+    ]
+    X = np.concatenate([x for x, _ in encoded])  # (N, d)
+    y = np.concatenate([y for _, y in encoded])  # (N,)
+    save_embeddings(
+        args.out,
+        X,
+        y,
+        dtype=args.dtype,
+        model=str(args.model),
+        split=args.split,
+        dims=list(model.head.dims),
+        classes=classes,
+    )
+    print(f"wrote {args.out}/embeddings.npy {X.shape} {args.dtype}, labels.npy, meta.json")
+    return 0
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``demo``, ``train``, ``eval`` and ``embed`` to the ``matryoshka`` subcommands."""
+    p = add_common(
+        sub.add_parser(
+            "demo",
+            help="train MRL, MRL-E, FF, PCA and truncation on built-in digits; table + plot",
+            description="The main job, offline on 2 CPU cores in about a minute: trains MRL, MRL-E "
+            "and a fixed-feature model per size on scikit-learn's digits, adds the PCA and "
+            "truncation baselines, scores every size (trained and in-between) and writes "
+            "report.md, results.json and accuracy_vs_dim.png. Finished models are reused.",
+        )
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per model (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="redraw report.md and the plot from OUT/results.json; train nothing",
+    )
+    p.set_defaults(func=_demo)
+
+    p = add_common(
+        sub.add_parser(
+            "train",
+            help="train one model with the nested loss (YAML config + key=value overrides)",
+            description="Train one model. Settings come from the YAML file, then from KEY=VALUE "
+            "overrides such as model.head=mrl-e optim.lr=0.05 model.dims=[8,16,32]. An unknown "
+            "key is an error. Checkpoints go to out_dir every epoch; running the same command "
+            "again resumes. Under torchrun it trains with DDP.",
+        )
+    )
+    p.add_argument("--config", help="YAML config file (default: built-in defaults, digits)")
+    p.add_argument("--out", help="model folder (overrides out_dir)")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start over even if a checkpoint exists"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=_train)
+
+    p = add_common(
+        sub.add_parser(
+            "eval",
+            help="score a trained model at every size (head top-1 and 1-NN)",
+            description="Encode the model's train and test splits once, then score head top-1 and "
+            "cosine 1-NN at the trained sizes and the sizes in between.",
+        )
+    )
+    p.add_argument("model", help="model folder written by `matryoshka train`")
+    p.add_argument("--out", help="output folder (default: MODEL/eval)")
+    p.add_argument(
+        "--dims",
+        "--sizes",
+        type=dims_arg,
+        metavar="M,M,...",
+        help="extra sizes to score, e.g. 5,12 (trained and in-between sizes always)",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.set_defaults(func=_eval)
+
+    p = add_common(
+        sub.add_parser(
+            "embed",
+            help="encode a data split with a trained model into embeddings.npy (full size, once)",
+            description="Encode the model's data (train, test or both, without augmentation) once "
+            "at full size into OUT/embeddings.npy (N, d), labels.npy and meta.json. Every size is "
+            "a prefix of these rows.",
+        )
+    )
+    p.add_argument("model", help="model folder written by `matryoshka train`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", choices=["train", "test", "all"], default="all", help="default: all")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--batch", type=int, default=512, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.set_defaults(func=_embed)

@@ -1,0 +1,157 @@
+"""``matryoshka reproduce cifar10|scifact``: the reproductions, and their reports redrawn alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from matryoshka.cli._common import add_common, dims_arg
+
+__all__ = ["add_reproduce_command"]
+
+# the keys a results file of each reproduction must hold to render its report
+_REQUIRED = {
+    "cifar10": ("comparison", "finetune", "adaptive", "config"),
+    "scifact": ("retrieval", "sts", "funnels", "training"),
+}
+
+
+def _report_only(args: argparse.Namespace) -> int:
+    from matryoshka.experiments import render_cifar10, render_scifact
+    from matryoshka.experiments.common import read_results
+
+    path = Path(args.results or Path(args.docs) / f"{args.dataset}.json")
+    data = read_results(path, _REQUIRED[args.dataset], f"`matryoshka reproduce {args.dataset}`")
+    render = render_cifar10 if args.dataset == "cifar10" else render_scifact
+    render(data, args.docs)
+    print(f"redrew {args.docs}/{args.dataset}.md and its figures from {path}")
+    return 0
+
+
+def _scifact(args: argparse.Namespace) -> int:
+    from matryoshka.experiments.scifact import DIMS, ScifactConfig, reproduce_scifact
+    from matryoshka.train import TextTrainConfig
+
+    base = TextTrainConfig(
+        dims=list(DIMS),
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_seq_length=args.max_seq_length,
+    )
+    base.check()
+    cfg = ScifactConfig(
+        out_dir=args.out or "runs/scifact",
+        docs_dir=args.docs,
+        data_dir=args.data,
+        stsb_dir=args.stsb,
+        base=base,
+        extra_recipes=args.recipe or (),
+        default_methods=not args.only_recipes,
+        funnel_method=args.funnel_method,
+    )
+    res = reproduce_scifact(cfg, progress=not args.quiet)
+    print(f"wrote {args.docs}/scifact.md ({res['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _cifar10(args: argparse.Namespace) -> int:
+    from matryoshka.experiments.cifar10 import reproduce_cifar10
+    from matryoshka.viz import results_table
+
+    out = reproduce_cifar10(
+        args.config,
+        overrides=list(args.overrides),
+        out_dir=args.out or "runs/cifar10",
+        docs_dir=args.docs,
+        finetune_epochs=args.finetune_epochs,
+        seeds=args.seeds,
+        seed_sizes=args.seed_dims,
+        train_only=args.train_only,
+        progress=not args.quiet,
+    )
+    if args.train_only:
+        print(f"trained: {', '.join(out['trained'])}")
+        return 0
+    print(results_table(out["comparison"], trained=out["dims"]))
+    print(f"wrote {args.docs}/cifar10.md ({out['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.report_only:
+        return _report_only(args)
+    return _scifact(args) if args.dataset == "scifact" else _cifar10(args)
+
+
+def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``reproduce`` to the ``matryoshka`` subcommands."""
+    p = add_common(
+        sub.add_parser(
+            "reproduce",
+            help="reproduce MRL results: cifar10 (images) or scifact (text fine-tuning)",
+            description="cifar10: train MRL, MRL-E and a fixed-feature model per size with one "
+            "recipe, add PCA and truncation, fine-tune from the FF model, tune an adaptive cascade "
+            "on held-out images, draw Grad-CAM per size, and write docs/results/cifar10.md with "
+            "cifar10.json. Finished models are reused and interrupted ones resume, so the same "
+            "command can be run again. scifact: fine-tune all-MiniLM-L6-v2 with the nested loss, "
+            "the plain loss and sentence-transformers' MatryoshkaLoss on the same pairs (the "
+            "peer's recipe), the nested and plain losses again at lr 1e-4, and the best recipe "
+            "(lr 1e-4, title-to-abstract pairs from the corpus, sizes 64 and 384 weighted up), "
+            "score SciFact and STS-B at every size, time funnels and write "
+            "docs/results/scifact.md with scifact.json (49 minutes on 2 CPU cores from empty "
+            "caches). --report-only redraws either report from its JSON, training nothing.",
+        )
+    )
+    p.add_argument("dataset", choices=["cifar10", "scifact"], help="which reproduction")
+    p.add_argument("--docs", default="docs/results", help="report folder (default: docs/results)")
+    p.add_argument("--out", help="results folder (default: runs/DATASET)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="redraw the report and figures from --results; train and encode nothing",
+    )
+    p.add_argument(
+        "--results", help="with --report-only: the results JSON (default: DOCS/DATASET.json)"
+    )
+    g = p.add_argument_group("cifar10")
+    g.add_argument("--config", default="configs/cifar10.yaml", help="the shared recipe")
+    g.add_argument("--finetune-epochs", type=int, default=2, help="epochs of each fine-tuning run")
+    g.add_argument("--train-only", action="store_true", help="train every model, then stop")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds of MRL and of FF at --seed-dims, for the spread over seeds",
+    )
+    g.add_argument(
+        "--seed-dims",
+        "--seed-sizes",
+        type=dims_arg,
+        metavar="M,M,...",
+        help="FF sizes retrained with every seed (default: 16 and d)",
+    )
+    g = p.add_argument_group("scifact")
+    g.add_argument("--data", help="BEIR folder (default: $MATRYOSHKA_DATA/scifact)")
+    g.add_argument("--stsb", help="STS-B folder (default: $MATRYOSHKA_DATA/stsb)")
+    g.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    g.add_argument("--max-steps", type=int, help="cap on fine-tuning steps")
+    g.add_argument("--max-seq-length", type=int, default=256, help="tokens per text")
+    g.add_argument(
+        "--recipe",
+        action="append",
+        metavar="NAME:KEY=VALUE,...",
+        help="an extra fine-tuning recipe to measure (repeatable)",
+    )
+    g.add_argument(
+        "--funnel-method",
+        metavar="NAME",
+        help="whose corpus embeddings the funnels search, a method or recipe name "
+        "(default: the best recipe, mrl-lr-titles-w64-384)",
+    )
+    g.add_argument(
+        "--only-recipes",
+        action="store_true",
+        help="train and report only the --recipe ones (with the original and PCA)",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="cifar10: recipe overrides")
+    p.set_defaults(func=_run)
