@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from matryoshka.data import images as mi  # noqa: E402
 from matryoshka.data.images import (  # noqa: E402
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -31,6 +30,7 @@ from matryoshka.data.images import (  # noqa: E402
     random_crop_flip,
 )
 from matryoshka.data.images import cache as image_cache  # noqa: E402
+from matryoshka.data.images import sources as image_sources  # noqa: E402
 
 CLASSES = ["cat", "dog", "frog"]
 PER_CLASS = 3
@@ -190,7 +190,9 @@ def test_stale_cache_is_rebuilt(
     assert calls[0] == 10 and ds.images.shape == (10, 3, 4, 4)
 
     # A damaged cache is rebuilt rather than trusted.
-    folder = mi._cache_folder(cache, mi._FolderSource(data["root"] / "train"), "train", 4)
+    folder = image_cache._cache_folder(
+        cache, image_sources._FolderSource(data["root"] / "train"), "train", 4
+    )
     (folder / "images.npy").write_bytes(b"garbage")
     calls[0] = 0
     image_folder(data["root"], "train", cache_dir=cache, image_size=4, progress=False)

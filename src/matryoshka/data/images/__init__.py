@@ -51,23 +51,9 @@ The modules:
 
 from __future__ import annotations
 
-# The private helpers are re-exported too: the package was one module, and code and pickles
-# made before the split name them as ``matryoshka.data.images.<name>``.
-from matryoshka.data.images.cache import _CACHE_VERSION as _CACHE_VERSION
-from matryoshka.data.images.cache import _build_cache as _build_cache
-from matryoshka.data.images.cache import _cache_folder as _cache_folder
-from matryoshka.data.images.cache import _decode_all as _decode_all
-from matryoshka.data.images.cache import _load_cache as _load_cache
 from matryoshka.data.images.datasets import DecodedImageDataset, ImageFileDataset
-from matryoshka.data.images.decode import _decode as _decode
 from matryoshka.data.images.loaders import cifar10, image_folder
 from matryoshka.data.images.sources import IMAGE_EXTENSIONS
-from matryoshka.data.images.sources import _FolderSource as _FolderSource
-from matryoshka.data.images.sources import _list as _list
-from matryoshka.data.images.sources import _open_source as _open_source
-from matryoshka.data.images.sources import _Source as _Source
-from matryoshka.data.images.sources import _TarSource as _TarSource
-from matryoshka.data.images.transforms import _AUGMENTS as _AUGMENTS
 from matryoshka.data.images.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -78,8 +64,6 @@ from matryoshka.data.images.transforms import (
     random_crop_flip,
     random_resized_box,
 )
-from matryoshka.data.images.transforms import _check_augment as _check_augment
-from matryoshka.data.images.transforms import _check_stats as _check_stats
 
 __all__ = [
     "CIFAR10_MEAN",
