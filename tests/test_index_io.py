@@ -52,7 +52,7 @@ def test_round_trip(tmp_path, precision, rerank, mmap):
 def test_manifest_describes_the_files(tmp_path):
     MatryoshkaIndex(300, "cosine", "int8").add(vectors(10, 300, 0)).save(tmp_path / "ix")
     man = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    assert man["format_version"] == 1 and man["d"] == 300 and man["count"] == 10
+    assert man["format_version"] == 2 and man["d"] == 300 and man["count"] == 10
     assert man["precision"] == "int8" and man["metric"] == "cosine"
     assert man["panels"] == [[0, 32], [32, 64], [64, 128], [128, 256], [256, 300]]
     assert set(man["files"]) == {f"panel_{i}.npy" for i in range(5)} | {"params.npy"}
@@ -63,7 +63,7 @@ def test_save_replaces_the_previous_index(tmp_path):
     MatryoshkaIndex(8).add(vectors(5, 8, 0)).save(tmp_path / "ix")
     MatryoshkaIndex(8).add(vectors(9, 8, 1)).save(tmp_path / "ix")
     assert len(MatryoshkaIndex.load(tmp_path / "ix")) == 9
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ix.lock", "ix"]  # no temporary left
 
 
 _CHILD = textwrap.dedent(
@@ -103,12 +103,13 @@ def test_killed_save_leaves_the_previous_index(tmp_path):
         if child.poll() is None:
             child.kill()
     assert child.returncode == -signal.SIGKILL
-    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the half-written one
+    assert any(p.name.startswith(".ix.tmp-") for p in tmp_path.iterdir())  # the half-written one
     back = MatryoshkaIndex.load(path)
     assert len(back) == 50
     np.testing.assert_array_equal(back.reconstruct(np.arange(50)), old)
     MatryoshkaIndex(16).add(vectors(3, 16, 2)).save(path)  # and the next save works
     assert len(MatryoshkaIndex.load(path)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ix.lock", "ix"]  # and cleans up
 
 
 def test_crash_between_the_two_renames_finds_the_old_index(tmp_path):
@@ -125,9 +126,14 @@ def saved(tmp_path) -> Path:
     return path
 
 
-def _edit_manifest(path: Path, **changes) -> None:
+def _edit_manifest(path: Path, checksum: bool = True, **changes) -> None:
+    """Change manifest fields; ``checksum`` recomputes its checksum (a careful forger)."""
+    from matryoshka.index.manifest import _checksum
+
     man = json.loads((path / "manifest.json").read_text())
     man.update(changes)
+    if checksum:
+        man["checksum"] = _checksum(man)
     (path / "manifest.json").write_text(json.dumps(man))
 
 
@@ -186,10 +192,10 @@ def test_pickled_arrays_are_never_loaded(saved):
 
     f = saved / "ids.npy"
     np.save(f, np.array([{"evil": 1}] * 40, dtype=object), allow_pickle=True)
-    man = json.loads((saved / "manifest.json").read_text())
-    man["files"]["ids.npy"].update(
+    files = json.loads((saved / "manifest.json").read_text())["files"]
+    files["ids.npy"].update(
         bytes=f.stat().st_size, sha256=hashlib.sha256(f.read_bytes()).hexdigest()
     )
-    (saved / "manifest.json").write_text(json.dumps(man))
+    _edit_manifest(saved, files=files)
     with pytest.raises(ValueError, match="ids.npy cannot be read"):
         MatryoshkaIndex.load(saved, mmap=False)

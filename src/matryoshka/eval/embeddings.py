@@ -1,7 +1,7 @@
 """Embedding files: ``embeddings.npy`` (memory-mappable, float32 or float16) + ``meta.json``.
 
 A data set is encoded once at full size; every size is a prefix of these rows, so nothing is
-stored twice. Both files are written atomically.
+stored twice. The folder is written atomically.
 """
 
 from __future__ import annotations
@@ -12,11 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka._io import atomic_file, write_json
+from matryoshka._io import FolderKind, atomic_dir, write_json
 
 __all__ = ["save_embeddings", "load_embeddings"]
 
 DTYPES = ("float32", "float16")
+FORMAT = "matryoshka-embeddings"
+# meta.json with count, d and dtype (folders written before "format" was added have no format)
+EMBEDDINGS_FOLDER = FolderKind("matryoshka embeddings folder", "meta.json",
+                               keys=("count", "d", "dtype"),
+                               names=r"embeddings\.npy|labels\.npy|meta\.json")  # fmt: skip
 
 
 def save_embeddings(
@@ -24,11 +29,14 @@ def save_embeddings(
     X: np.ndarray,
     labels: np.ndarray | None = None,
     dtype: str = "float32",
+    overwrite: bool = False,
     **meta: Any,
 ) -> Path:
     """Write ``folder/embeddings.npy`` (N, d), optional ``labels.npy`` (N,), and ``meta.json``.
 
     ``meta`` (e.g. the model folder, split, sizes) is stored beside ``count``, ``d`` and ``dtype``.
+    The three files are swapped in together (a crash leaves the old set or the new one); a folder
+    holding something else is refused unless ``overwrite``, and its other entries are kept.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -38,21 +46,18 @@ def save_embeddings(
     if not np.isfinite(X).all():
         row = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
         raise ValueError(f"embeddings hold NaN or infinite values (first in row {row})")
-    folder = Path(folder)
-    with atomic_file(folder / "embeddings.npy") as f:
-        np.save(f, X.astype(dtype, copy=False), allow_pickle=False)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(X),):
             raise ValueError(f"labels must have shape ({len(X)},), got {labels.shape}")
-        with atomic_file(folder / "labels.npy") as f:
-            np.save(f, labels.astype(np.int64), allow_pickle=False)
-    write_json(
-        folder / "meta.json",
-        {"count": int(len(X)), "d": int(X.shape[1]), "dtype": dtype,
-         "labels": labels is not None, **meta},
-    )  # fmt: skip
-    return folder
+    with atomic_dir(folder, EMBEDDINGS_FOLDER, overwrite=overwrite) as tmp:
+        np.save(tmp / "embeddings.npy", X.astype(dtype, copy=False), allow_pickle=False)
+        if labels is not None:
+            np.save(tmp / "labels.npy", labels.astype(np.int64), allow_pickle=False)
+        meta = {"format": FORMAT, "count": int(len(X)), "d": int(X.shape[1]), "dtype": dtype,
+                "labels": labels is not None, **meta}  # fmt: skip
+        write_json(tmp / "meta.json", meta)
+    return Path(folder)
 
 
 def load_embeddings(

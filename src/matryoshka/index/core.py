@@ -30,13 +30,17 @@ from matryoshka.dims import validate_dim
 from matryoshka.index.ann import make_ann
 from matryoshka.index.exact import METRICS, check_matrix, finish
 from matryoshka.index.funnel import check_funnel
-from matryoshka.index.manifest import IndexParts, load_index, save_index
+from matryoshka.index.ids import int_ids, new_ids_for
+from matryoshka.index.manifest import IndexParts, check_files, load_index, save_index
 from matryoshka.index.scoring import exact_stage, rerank
 from matryoshka.index.storage import PRECISIONS, Storage
 
 __all__ = ["MatryoshkaIndex"]
 
 _EPS = 1e-12
+
+
+_MAX_K = 1 << 24  # results per query: D and I of one query at this k take 200 MB
 
 
 class MatryoshkaIndex:
@@ -100,6 +104,8 @@ class MatryoshkaIndex:
         # (store, m) -> (N,) 1/|x[:m]| (cosine) or |x[:m]|^2 (l2)
         self._norms: dict[tuple[str, int], np.ndarray] = {}
         self.ann_: Any = None
+        self._handles: list = []  # files a memory-mapped load keeps open (see check_files)
+        self._where = "in memory"
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -178,27 +184,14 @@ class MatryoshkaIndex:
         if xb.shape[1] != self.d:
             raise ValueError(f"xb has {xb.shape[1]} columns but the index holds d={self.d}")
         n = xb.shape[0]
-        if ids is None:
-            new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        else:
-            new_ids = np.asarray(ids)
-            if new_ids.shape != (n,):
-                raise ValueError(f"ids must have shape ({n},) to match xb, got {new_ids.shape}")
-            if n and not np.issubdtype(new_ids.dtype, np.integer):
-                raise ValueError(f"ids must be integers, got dtype {new_ids.dtype}")
-            new_ids = new_ids.astype(np.int64)
-            if n and new_ids.min() < 0:
-                raise ValueError(
-                    f"ids must be non-negative (-1 marks 'no result'), got {new_ids.min()}"
-                )
-            uniq, counts = np.unique(new_ids, return_counts=True)
-            if (counts > 1).any():
-                raise ValueError(f"ids must be unique, got {uniq[counts > 1][0]} more than once")
-            clash = np.isin(new_ids, self.ids)
-            if clash.any():
-                raise ValueError(f"id {new_ids[clash][0]} is already in the index")
+        new_ids = new_ids_for(ids, n, self._next_id, self.ids)
         if n == 0:
             return self
+        if self.precision == "binary" and self._store.params is None and n < 2:
+            raise ValueError(
+                "binary precision learns each dimension's threshold and spread from the first "
+                f"add, which needs at least 2 vectors (got {n}); add more at once"
+            )
         if self._ids is None and not np.array_equal(
             new_ids, np.arange(len(self), len(self) + n, dtype=np.int64)
         ):
@@ -225,7 +218,7 @@ class MatryoshkaIndex:
         int
             How many vectors were removed.
         """
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids = int_ids(ids)
         gone = np.isin(self.ids, ids)
         count = int(gone.sum())
         if count == 0:
@@ -244,7 +237,7 @@ class MatryoshkaIndex:
         return self._store.take(self._positions(ids), m)
 
     def _positions(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids = int_ids(ids)
         if self._ids is None:
             pos = ids.copy()
             bad = (pos < 0) | (pos >= len(self))
@@ -327,6 +320,9 @@ class MatryoshkaIndex:
         I : ndarray of shape (nq, k), int64
             Ids, ``-1`` where fewer than ``k`` vectors exist.
         """
+        check_files(self._handles, self._where)  # a mapped file truncated under us: an error
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         stages = self._stages(k, dim, funnel)
         k_out, top = stages[-1][1], stages[-1][0]
         xq = check_matrix(xq, "xq")
@@ -362,6 +358,8 @@ class MatryoshkaIndex:
             if dim is not None:
                 raise ValueError("give either dim or funnel, not both")
             stages = check_funnel(funnel, self.d)
+            if stages[-1][1] > _MAX_K:
+                raise ValueError(f"a funnel returns at most {_MAX_K:,} results per query")
             if k is not None and k != stages[-1][1]:
                 raise ValueError(
                     f"k={k} differs from the funnel's last shortlist {stages[-1][1]}; "
@@ -370,6 +368,8 @@ class MatryoshkaIndex:
             return stages
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got k={k!r}")
+        if k > _MAX_K:
+            raise ValueError(f"k must be at most {_MAX_K:,} (results per query), got k={k:,}")
         m = self.d if dim is None else validate_dim(dim, self.d, "dim")
         return [(m, int(k))]
 
@@ -414,7 +414,7 @@ class MatryoshkaIndex:
         return self
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the index to a folder, atomically.
 
         The folder holds ``manifest.json`` (format version, d, metric, precision, count, every
@@ -423,6 +423,10 @@ class MatryoshkaIndex:
         renamed into place, so a crash leaves the previous index or the new one. An approximate
         first stage built by :meth:`build_ann` is saved too, in faiss's own binary format
         (``ann_*.npy`` of bytes, checksummed like the rest).
+
+        One process writes a folder at a time (a second waits, then gets a clear error), and a
+        folder that exists and is not an index is refused unless ``overwrite``, which writes the
+        index's files into it and keeps its other entries; a regular file is never replaced.
 
         Returns
         -------
@@ -440,7 +444,7 @@ class MatryoshkaIndex:
             ids=self._ids,
             ann=self.ann_,
         )
-        return save_index(parts, path)
+        return save_index(parts, path, overwrite=overwrite)
 
     @classmethod
     def load(
@@ -468,4 +472,5 @@ class MatryoshkaIndex:
         index = cls(parts.d, parts.metric, parts.precision, parts.rerank)
         index._store, index._float, index._ids = parts.store, parts.rerank_store, parts.ids
         index._next_id, index.ann_ = parts.next_id, parts.ann
+        index._handles, index._where = parts.handles, str(path)
         return index

@@ -15,11 +15,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from matryoshka._io import atomic_dir, resolve_dir
+from matryoshka._io import FolderKind, atomic_dir, resolve_dir
 from matryoshka.dims import nesting_dims
 from matryoshka.models import build_backbone
 from matryoshka.nn import FixedFeatureHead, MatryoshkaHead, MatryoshkaModel
-from matryoshka.train.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from matryoshka.train.config import (
+    HEADS,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+)
 
 __all__ = [
     "LoadedModel",
@@ -34,7 +40,10 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 STATE = "train_state.pt"
 METRICS = "metrics.json"
-HEADS = ("mrl", "mrl-e", "ff")
+MODEL_FOLDER = FolderKind(
+    "matryoshka model folder", CONFIG, fmt="matryoshka-model",
+    names=r"model\.safetensors|config\.json|train_state\.pt|metrics\.json",
+)  # fmt: skip
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> MatryoshkaModel:
@@ -61,10 +70,13 @@ def save_checkpoint(
     classes: list[str],
     state: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a model folder atomically; returns its path.
 
     ``config.json`` holds the resolved training config plus ``d``, ``dims`` and ``classes``.
+    A folder that exists and is not a model folder is refused unless ``overwrite``; entries
+    the project does not write (an ``eval/`` folder, a user's notes) are kept either way.
     """
     model = _unwrap(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -76,7 +88,7 @@ def save_checkpoint(
         "classes": list(classes),
         "config": config_to_dict(cfg),
     }
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, MODEL_FOLDER, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
         if state is not None:
@@ -130,14 +142,36 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 
 
 def load_train_state(path: str | Path) -> dict[str, Any] | None:
-    """The resume state of a model folder, or None if it has none."""
+    """The resume state of a model folder, or None if it has none.
+
+    Read with ``weights_only=True``: a state file that holds anything but tensors and plain
+    containers (a pickled object, a truncated file) is refused with a ``ValueError``.
+    """
     state_path = resolve_dir(path) / STATE
     if not state_path.is_file():
         return None
-    return torch.load(state_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, EOFError, RuntimeError: all mean "not ours, or cut"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{state_path} cannot be read as a training state ({first}); the folder is corrupt "
+            "or was not written by matryoshka: start over with --no-resume"
+        ) from None
+    if not isinstance(state, dict) or not {"epoch", "optimizer", "scheduler"} <= set(state):
+        raise ValueError(f"{state_path} is not a training state written by matryoshka")
+    return state
 
 
 def read_metrics(path: str | Path) -> dict[str, Any] | None:
     """``metrics.json`` of a model folder (epochs done, per-epoch history), or None."""
     p = resolve_dir(path) / METRICS
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        metrics = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p} is not valid JSON ({e}); the model folder is corrupt") from None
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{p} is not a metrics file written by matryoshka")
+    return metrics

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from matryoshka._io import atomic_dir, resolve_dir, write_json
+from matryoshka._io import FolderKind, atomic_dir, resolve_dir, write_json
 from matryoshka.dims import nesting_dims, truncate, validate_dims, validate_weights
 from matryoshka.models.text import load_sentence_encoder, require_sentence_transformers
 from matryoshka.nn.loss import MatryoshkaLoss, in_batch_contrastive_loss
@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 META_FILE = "matryoshka.json"
+# a sentence-transformers folder with our matryoshka.json; its file names depend on the model
+TEXT_MODEL_FOLDER = FolderKind("matryoshka text model", META_FILE, keys=("d", "dims"))
 
 
 def _check_pairs(pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[str, str]]:
@@ -305,7 +307,13 @@ def fit_text(
     }
 
 
-def save_text_model(model: Any, path: str | os.PathLike, dims: Sequence[int], **meta: Any) -> Path:
+def save_text_model(
+    model: Any,
+    path: str | os.PathLike,
+    dims: Sequence[int],
+    overwrite: bool = False,
+    **meta: Any,
+) -> Path:
     """Save a sentence-transformers folder and ``matryoshka.json`` (sizes, ``meta``), atomically.
 
     ``dims`` are the sizes the model is meant to be cut to (all sizes for a plain fine-tune).
@@ -313,7 +321,7 @@ def save_text_model(model: Any, path: str | os.PathLike, dims: Sequence[int], **
     """
     d = model.get_embedding_dimension()
     dims = list(validate_dims(dims, d))
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, TEXT_MODEL_FOLDER, overwrite=overwrite) as tmp:
         model.save(str(tmp))
         write_json(tmp / META_FILE, {"format": 1, "d": d, "dims": dims, **meta})
     return Path(path)

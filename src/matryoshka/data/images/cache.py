@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka._io import atomic_dir  # a leaf helper (imports nothing of the package)
+from matryoshka._io import FolderKind, atomic_dir  # leaf helpers (import nothing of the package)
 from matryoshka.data.images.decode import _decode
 from matryoshka.data.images.sources import _list, _Source, _TarSource
 
 __all__: list[str] = []
 
 _CACHE_VERSION = 1
+CACHE_FOLDER = FolderKind("matryoshka image cache", "meta.json", keys=("version", "key"),
+                          names=r"images\.npy|labels\.npy|meta\.json")  # fmt: skip
 
 
 def _cache_folder(cache_dir: Path, source: _Source, split: str | None, size: int | None) -> Path:
@@ -78,7 +80,7 @@ def _build_cache(
     progress: bool,
 ) -> None:
     """Decode ``samples`` and write the cache folder ``folder`` atomically."""
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, CACHE_FOLDER) as tmp:
 
         def allocate(shape: tuple[int, ...]) -> np.ndarray:
             return np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, shape)
