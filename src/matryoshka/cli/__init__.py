@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from matryoshka import __version__
-from matryoshka.cli._common import report_error
+from matryoshka.cli._common import OneLineParser, report_error
 from matryoshka.cli.index import add_index_commands
 from matryoshka.cli.models import add_model_commands
 from matryoshka.cli.reproduce import add_reproduce_command
@@ -26,7 +26,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (each has its own ``--help``)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="matryoshka",
         description="Matryoshka Representation Learning: train embeddings that can be cut to "
         "any size, compare them with the baselines, score them at every size and search them "

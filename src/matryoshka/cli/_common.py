@@ -8,12 +8,26 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["USER_ERRORS", "add_common", "dims_arg", "progress_bar", "report_error"]
+__all__ = [
+    "USER_ERRORS",
+    "OneLineParser",
+    "add_common",
+    "dims_arg",
+    "progress_bar",
+    "report_error",
+]
 
 # A user's mistake (a bad flag value, a missing or corrupt file, a missing extra) is one of these:
 # the command prints one line and exits with status 2. Anything else is a bug and keeps its
 # traceback. OSError covers missing files, folders where files are expected, and permissions.
 USER_ERRORS = (ValueError, KeyError, OSError, ImportError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def dims_arg(text: str) -> list[int]:

@@ -65,16 +65,21 @@ def _load_ids(path: str, n: int) -> np.ndarray:
 
 def _build(args: argparse.Namespace) -> int:
     """Build an index folder from an embeddings ``.npy`` (read memory-mapped, in batches)."""
+    from matryoshka._io import check_destination
     from matryoshka.index import MatryoshkaIndex
+    from matryoshka.index.manifest import INDEX_FOLDER
 
+    check_destination(args.out, INDEX_FOLDER, args.overwrite)
     x = _load_npy(args.embeddings, "embeddings")
     d = x.shape[1] if args.dim is None else args.dim
     if not 1 <= d <= x.shape[1]:
         raise ValueError(f"--dim must be between 1 and the embeddings' {x.shape[1]} columns")
     if args.batch < 1:
         raise ValueError(f"--batch must be positive, got {args.batch}")
-    if args.ann and not args.ann_dim:
+    if args.ann and args.ann_dim is None:
         raise ValueError("--ann needs --ann-dim, the size the approximate stage searches at")
+    if args.ann and not 1 <= args.ann_dim <= d:
+        raise ValueError(f"--ann-dim must be between 1 and the stored size {d}, got {args.ann_dim}")
     params = _parse_params(args.ann_param)
     ids = _load_ids(args.ids, len(x)) if args.ids else None
     index = MatryoshkaIndex(d, args.metric, args.precision, rerank=args.rerank)
@@ -86,7 +91,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.ann:
         print(f"building {args.ann} at size {args.ann_dim} ...", file=sys.stderr)
         index.build_ann(args.ann, args.ann_dim, **params)
-    index.save(args.out)
+    index.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {len(index):,} vectors of size {d}, {args.precision}, {args.metric}")
     return 0
 
@@ -115,12 +120,12 @@ def _search(args: argparse.Namespace) -> int:
 
     index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
     xq = _load_npy(args.queries, "queries")
-    funnel = parse_funnel(args.funnel, "--funnel") if args.funnel else None
+    funnel = parse_funnel(args.funnel, "--funnel") if args.funnel is not None else None
     k = 10 if args.k is None and funnel is None else args.k
     if args.batch < 1:
         raise ValueError(f"--batch must be positive, got {args.batch}")
     first = funnel[0][0] if funnel else (args.dim or index.d)
-    if args.ann and args.ann != "saved" and args.ann_dim and args.ann_dim != first:
+    if args.ann and args.ann != "saved" and args.ann_dim is not None and args.ann_dim != first:
         raise ValueError(
             f"--ann-dim {args.ann_dim} differs from the size of the first stage ({first}); "
             "the approximate stage replaces that stage"
@@ -162,6 +167,8 @@ def _plan(args: argparse.Namespace) -> int:
         if args.queries:
             queries = _load_npy(args.queries, "queries")
         else:  # hold out the last rows as queries
+            if args.holdout < 1:
+                raise ValueError(f"--holdout must be at least 1, got {args.holdout}")
             if len(emb) <= args.holdout:
                 raise ValueError(f"--holdout {args.holdout} leaves no embeddings to search")
             emb, queries = emb[: -args.holdout], emb[-args.holdout :]
@@ -232,6 +239,11 @@ def _add_build(isub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="approximate stage setting, repeatable (see `matryoshka index search --help`)",
+    )
+    b.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write over an --out folder that holds something else (its other files are kept)",
     )
     b.set_defaults(func=_build)
 

@@ -34,7 +34,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.out is not None:
         overrides.append(f"out_dir={args.out}")
     cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    result = train(
+        cfg, resume=not args.no_resume, progress=not args.quiet, overwrite=args.overwrite
+    )
     last = result["history"][-1] if result["history"] else {}
     if "test_top1" in last:
         acc = ", ".join(f"{m}: {100 * v:.1f}%" for m, v in last["test_top1"].items())
@@ -74,6 +76,8 @@ def _embed(args: argparse.Namespace) -> int:
     from matryoshka.eval import encode, save_embeddings
     from matryoshka.train import load_data, load_model, resolve_device
 
+    if args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
     device = resolve_device(args.device)
     model, cfg, classes = load_model(args.model, device)
     train_ds, test_ds, _ = load_data(cfg, augment=False)
@@ -93,13 +97,13 @@ def _embed(args: argparse.Namespace) -> int:
         split=args.split,
         dims=list(model.head.dims),
         classes=classes,
+        overwrite=args.overwrite,
     )
     print(f"wrote {args.out}/embeddings.npy {X.shape} {args.dtype}, labels.npy, meta.json")
     return 0
 
 
-def add_model_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``demo``, ``train``, ``eval`` and ``embed`` to the ``matryoshka`` subcommands."""
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = add_common(
         sub.add_parser(
             "demo",
@@ -120,6 +124,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_demo)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = add_common(
         sub.add_parser(
             "train",
@@ -135,9 +141,12 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
     )
+    _overwrite_arg(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=_train)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = add_common(
         sub.add_parser(
             "eval",
@@ -158,6 +167,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.set_defaults(func=_eval)
 
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = add_common(
         sub.add_parser(
             "embed",
@@ -173,4 +184,19 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--batch", type=int, default=512, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    _overwrite_arg(p)
     p.set_defaults(func=_embed)
+
+
+def _overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write over an --out folder that holds something else (its other files are kept)",
+    )
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``demo``, ``train``, ``eval`` and ``embed`` to the ``matryoshka`` subcommands."""
+    for add in (_add_demo, _add_train, _add_eval, _add_embed):
+        add(sub)

@@ -87,8 +87,8 @@ def seed_jobs(
     Seed ``base.seed`` is the main run's; these add ``base.seed + 1`` ... ``base.seed + seeds - 1``
     with the same recipe, so the spread between seeds can be set against the gap between methods.
     """
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if not 1 <= seeds <= 100:
+        raise ValueError(f"seeds must be between 1 and 100, got {seeds}")
     bad = [m for m in ff_sizes if m not in dims]
     if bad:
         raise ValueError(f"seed sizes {bad} are not trained sizes; choose from {list(dims)}")
@@ -257,6 +257,8 @@ def reproduce_cifar10(
     if seed_sizes is None:
         seed_sizes = sorted({m for m in (16, dims[-1]) if m in dims})
     extra = seed_jobs(base, dims, seeds, seed_sizes)
+    for cfg in {**jobs, **extra}.values():  # every recipe checked before hours of training
+        cfg.check()
     train_jobs(jobs, progress)  # the main run first: its report does not wait for the seeds
     train_jobs(extra, progress)
     if train_only:

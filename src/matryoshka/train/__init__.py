@@ -20,8 +20,9 @@ from matryoshka.train.config import (
     config_to_dict,
     load_config,
 )
+from matryoshka.train.data import DataSplits, load_data, load_holdout
 from matryoshka.train.device import resolve_device
-from matryoshka.train.loop import DataSplits, is_complete, load_data, load_holdout, train
+from matryoshka.train.loop import is_complete, train
 from matryoshka.train.text import (
     fit_st_trainer,
     fit_text,

@@ -10,6 +10,7 @@ so a typo never silently does nothing. The resolved recipe is saved beside every
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from matryoshka.data import DATASETS
+from matryoshka.dims import nesting_dims, validate_dims, validate_weights
+from matryoshka.models import BACKBONES
+
+HEADS = ("mrl", "mrl-e", "ff")
 
 __all__ = [
     "TEXT_METHODS",
@@ -88,6 +95,76 @@ class TrainConfig:
     eval_every: int = 1  # test-split top-1 every n epochs (0 = only at the end)
     out_dir: str = "runs/train"  # the model folder: weights, config, training state, metrics
 
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first field out of its range (``optim.lr=nan``...)."""
+        d, m, o = self.data, self.model, self.optim
+        _choice("data.name", d.name, DATASETS)
+        _choice("model.backbone", m.backbone, BACKBONES)
+        _choice("model.head", m.head, HEADS)
+        _choice("optim.name", o.name, ("sgd", "adamw"))
+        _choice("loss_reduction", self.loss_reduction, ("sum", "mean"))
+        _between("data.test_fraction", d.test_fraction, 0, 1, low_open=True, high_open=True)
+        _at_least("data.train_subset", d.train_subset, 1, none_ok=True)
+        _at_least("data.holdout", d.holdout, 0)
+        _at_least("data.image_size", d.image_size, 1, none_ok=True)
+        _at_least("data.num_workers", d.num_workers, 0)
+        _at_least("model.d", m.d, 1)
+        _at_least("model.dims_start", m.dims_start, 1)
+        if m.dims is not None:
+            validate_dims(m.dims, m.d, "model.dims")
+        _between("optim.lr", o.lr, 0, None, low_open=True)
+        _between("optim.momentum", o.momentum, 0, 1, high_open=True)
+        _between("optim.weight_decay", o.weight_decay, 0, None)
+        for i, b in enumerate(o.betas):
+            _between(f"optim.betas[{i}]", b, 0, 1, high_open=True)
+        _between("optim.warmup_epochs", o.warmup_epochs, 0, None)
+        _between("optim.min_lr_ratio", o.min_lr_ratio, 0, 1)
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("eval_every", self.eval_every, 0)
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+        _between("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        if self.loss_weights is not None:
+            dims = m.dims or nesting_dims(m.d, m.dims_start)
+            validate_weights(self.loss_weights, [m.d] if m.head == "ff" else dims)
+        t = self.trainable
+        last_k = t.startswith("last") and t[4:].isdigit() and int(t[4:]) > 0
+        if t not in ("all", "head") and not last_k:
+            raise ValueError(
+                f"trainable must be 'all', 'head' or 'last<k>' (e.g. last1), got {t!r}"
+            )
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+
+
+def _at_least(name: str, value: int | None, low: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if value is None or value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value!r}")
+
+
+def _between(
+    name: str,
+    value: float,
+    low: float,
+    high: float | None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """``low <= value <= high`` (open ends as asked), and finite: NaN and inf fail too."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        span = f"{lo}{low:g}, {high:g}{hi}" if high is not None else f"{lo}{low:g}, inf)"
+        raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
+
 
 TEXT_METHODS = ("mrl", "plain", "st-peer")
 
@@ -128,6 +205,10 @@ class TextTrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be at least 1, got {self.max_seq_length}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0, got {self.seed}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr <= 0 or self.temperature <= 0:
@@ -298,8 +379,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({e})") from None
+        _set_dotted(data, key.strip(), value)
     return data
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file; a syntax error names its line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
 
 
 def load_config(
@@ -324,7 +420,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
+        loaded = _read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path} must hold a mapping of config sections, got {loaded!r}")
         data = loaded or {}

@@ -8,23 +8,25 @@ the start of each epoch is derived from ``(seed, epoch, rank)``, never carried o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from matryoshka.data import load_dataset, split_holdout
+from matryoshka._io import check_destination, writer_lock
 from matryoshka.models import backbone_blocks
 from matryoshka.nn import MatryoshkaLoss
 from matryoshka.train.checkpoint import (
+    MODEL_FOLDER,
+    STATE,
     build_model,
     load_model,
     load_train_state,
@@ -32,9 +34,11 @@ from matryoshka.train.checkpoint import (
     save_checkpoint,
 )
 from matryoshka.train.config import TrainConfig, config_diff, config_from_dict, config_to_dict
+from matryoshka.train.data import load_data
 from matryoshka.train.device import resolve_device
+from matryoshka.train.epoch import epoch_loader, epoch_seed, head_accuracy, run_epoch, summary_line
 
-__all__ = ["DataSplits", "train", "is_complete", "load_data", "load_holdout"]
+__all__ = ["train", "is_complete"]
 
 
 def is_complete(out_dir: str, cfg: TrainConfig | None = None) -> bool:
@@ -71,10 +75,6 @@ def _dist_setup(device: torch.device) -> tuple[int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), True
 
 
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
-
-
 def _set_trainable(model: nn.Module, spec: str) -> None:
     """``all``; ``head`` (backbone frozen); ``last<k>``: the head and the last k backbone blocks."""
     if spec == "all":
@@ -85,7 +85,13 @@ def _set_trainable(model: nn.Module, spec: str) -> None:
     if spec == "head":
         return
     if spec.startswith("last") and spec[4:].isdigit() and int(spec[4:]) > 0:
-        for block in backbone_blocks(model.backbone)[-int(spec[4:]) :]:
+        blocks = backbone_blocks(model.backbone)
+        if int(spec[4:]) > len(blocks):
+            raise ValueError(
+                f"trainable={spec} asks for more blocks than the backbone has ({len(blocks)}); "
+                f"use last1 ... last{len(blocks)}, or all"
+            )
+        for block in blocks[-int(spec[4:]) :]:
             block.requires_grad_(True)
         return
     raise ValueError(f"trainable must be 'all', 'head' or 'last<k>' (e.g. last1), got {spec!r}")
@@ -131,26 +137,6 @@ def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Opti
     raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {o.name!r}")
 
 
-@torch.no_grad()
-def _head_accuracy(
-    model: nn.Module, ds: Dataset, batch_size: int, device: torch.device, use_amp: bool
-) -> dict[int, float]:
-    """Top-1 of every trained size's head on a data set (one backbone pass per batch)."""
-    model.eval()
-    correct: torch.Tensor | None = None
-    n = 0
-    for x, y in DataLoader(ds, batch_size=batch_size):
-        x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = model(x)  # (B, K, C)
-        hits = (logits.float().argmax(-1) == y[:, None]).sum(0)  # (K,)
-        correct = hits if correct is None else correct + hits
-        n += len(y)
-    model.train()
-    dims = model.head.dims
-    return {m: float(c) / max(n, 1) for m, c in zip(dims, correct.tolist())}
-
-
 @dataclass
 class _Run:
     """What one training run holds between epochs (built by :func:`_start`)."""
@@ -171,6 +157,7 @@ class _Run:
     drop_last: bool
     start_epoch: int
     history: list[dict[str, Any]]
+    overwrite: bool = False  # the first checkpoint may go over a folder of something else
 
     @property
     def use_amp(self) -> bool:
@@ -207,6 +194,12 @@ def _start(cfg: TrainConfig, device: torch.device, rank: int, world: int, resume
     state = load_train_state(cfg.out_dir) if resume else None
     if state is not None:
         start_epoch, history = _restore(model, optimizer, scheduler, state, cfg, device)
+    elif resume and (read_metrics(cfg.out_dir) or {}).get("epochs_done", 0) > 0:
+        raise ValueError(
+            f"{cfg.out_dir} holds a model trained for "
+            f"{read_metrics(cfg.out_dir)['epochs_done']} epoch(s) but no {STATE} to resume "
+            "from; starting again would replace it: pass --no-resume (resume=False) to do that"
+        )
     wrapped: nn.Module = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -218,9 +211,11 @@ def _start(cfg: TrainConfig, device: torch.device, rank: int, world: int, resume
 def _epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     """Train one epoch, score the test split when due, and write the checkpoint (rank 0)."""
     cfg = run.cfg
-    torch.manual_seed(_epoch_seed(cfg.seed, epoch, run.rank))
-    loader = _loader(run.train_ds, cfg, run.per_rank, run.rank, run.world, epoch, run.drop_last)
-    record = _run_epoch(
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, run.rank))
+    loader = epoch_loader(
+        run.train_ds, cfg, run.per_rank, run.rank, run.world, epoch, run.drop_last
+    )
+    record = run_epoch(
         run.wrapped, run.model, loader, run.criterion, run.optimizer, run.scheduler, run.device,
         run.use_amp, desc=f"epoch {epoch + 1}/{cfg.epochs}", show=show,
     )  # fmt: skip
@@ -228,14 +223,15 @@ def _epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
     last = epoch + 1 == cfg.epochs
     due = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
     if run.rank == 0 and due:
-        record["test_top1"] = _head_accuracy(run.model, run.test_ds, 512, run.device, run.use_amp)
+        record["test_top1"] = head_accuracy(run.model, run.test_ds, 512, run.device, run.use_amp)
     run.history.append(record)
     if run.rank == 0:
         state = {"epoch": epoch + 1, "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.scheduler.state_dict(), "history": run.history}  # fmt: skip
         metrics = {"epochs_done": epoch + 1, "epochs": cfg.epochs, "complete": last,
                    "history": run.history}  # fmt: skip
-        save_checkpoint(cfg.out_dir, run.model, cfg, run.classes, state=state, metrics=metrics)
+        save_checkpoint(cfg.out_dir, run.model, cfg, run.classes, state=state, metrics=metrics,
+                        overwrite=run.overwrite)  # fmt: skip
     if run.world > 1:
         dist.barrier()
     return record
@@ -247,6 +243,7 @@ def train(
     stop_after_epoch: int | None = None,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a model with the nested loss and write its folder to ``cfg.out_dir``.
 
@@ -262,81 +259,59 @@ def train(
         A progress bar per epoch and a summary line after each.
     callback : callable, optional
         Called with each epoch's record (loss, per-size loss and top-1).
+    overwrite : bool
+        Write the model folder over an ``out_dir`` that holds something else (its other entries
+        are kept). Without it such an ``out_dir`` is refused before anything is trained, and a
+        second training run into the same ``out_dir`` is refused while the first runs.
 
     Returns
     -------
     dict with ``epochs_done``, ``complete`` and ``history`` (one record per epoch).
     """
     cfg = config_from_dict(config_to_dict(cfg))  # a private copy, resolved below
+    check_destination(cfg.out_dir, MODEL_FOLDER, overwrite)  # before any data or model is built
     device = resolve_device(cfg.device)
     rank, world, own_group = _dist_setup(device)
     show = progress and rank == 0
     try:
-        run = _start(cfg, device, rank, world, resume)
-        for epoch in range(run.start_epoch, cfg.epochs):
-            if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                break
-            record = _epoch(run, epoch, show)
-            if show:
-                tqdm.write(_summary_line(record, cfg.epochs))
-            if callback is not None:
-                callback(record)
-        history = run.history
-        return {
-            "epochs_done": history[-1]["epoch"] if history else 0,
-            "complete": bool(history) and history[-1]["epoch"] == cfg.epochs,
-            "history": history,
-        }
+        with contextlib.ExitStack() as stack:
+            if rank == 0:  # one training run per folder: a second one is refused at once
+                stack.enter_context(writer_lock(cfg.out_dir, timeout=0, name="run"))
+            return _train(cfg, device, rank, world, resume, stop_after_epoch, show, callback,
+                          overwrite)  # fmt: skip
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-class DataSplits(NamedTuple):
-    """A recipe's data: unpack as ``train, test, classes = load_data(cfg)``."""
-
-    train: Dataset  # what the model trains on (held-out examples and subset applied)
-    test: Dataset
-    classes: list[str]
-
-
-def load_data(cfg: TrainConfig, augment: bool | None = None) -> DataSplits:
-    """The train and test splits a config names, and the class names.
-
-    The train split is what the model trains on: without ``data.holdout`` examples (set aside
-    for tuning, e.g. adaptive-classification thresholds) and cut to ``data.train_subset``.
-    Pass ``augment=False`` to encode the train split.
-    """
-    train, test, classes = _load_raw(cfg, augment)
-    if cfg.data.holdout or cfg.data.train_subset:
-        train, _ = split_holdout(train, cfg.data.holdout, cfg.data.train_subset, cfg.seed)
-    return DataSplits(train, test, classes)
-
-
-def load_holdout(cfg: TrainConfig) -> Dataset:
-    """The ``data.holdout`` examples set aside from the train split, without augmentation."""
-    if not cfg.data.holdout:
-        raise ValueError("this config sets no data.holdout; set e.g. data.holdout=5000")
-    train, _, _ = _load_raw(cfg, augment=False)
-    return split_holdout(train, cfg.data.holdout, None, cfg.seed)[1]
-
-
-def _load_raw(cfg: TrainConfig, augment: bool | None) -> tuple[Dataset, Dataset, list[str]]:
-    kwargs = _data_kwargs(cfg)
-    if augment is not None and kwargs:
-        kwargs["augment"] = augment
-    return load_dataset(
-        cfg.data.name, seed=cfg.seed, test_fraction=cfg.data.test_fraction, **kwargs
-    )
-
-
-def _data_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    if cfg.data.name == "digits":
-        return {}
-    kw = {"root": cfg.data.root, "augment": cfg.data.augment, "cache_dir": cfg.data.cache_dir}
-    if cfg.data.name == "image_folder":
-        kw.update(image_size=cfg.data.image_size, test_split=cfg.data.test_split)
-    return kw
+def _train(
+    cfg: TrainConfig,
+    device: torch.device,
+    rank: int,
+    world: int,
+    resume: bool,
+    stop_after_epoch: int | None,
+    show: bool,
+    callback: Callable[[dict[str, Any]], None] | None,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """The epochs of :func:`train`, with the process group and the run lock already set up."""
+    run = _start(cfg, device, rank, world, resume)
+    run.overwrite = overwrite
+    for epoch in range(run.start_epoch, cfg.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        record = _epoch(run, epoch, show)
+        if show:
+            tqdm.write(summary_line(record, cfg.epochs))
+        if callback is not None:
+            callback(record)
+    history = run.history
+    return {
+        "epochs_done": history[-1]["epoch"] if history else 0,
+        "complete": bool(history) and history[-1]["epoch"] == cfg.epochs,
+        "history": history,
+    }
 
 
 def _init_from(model: nn.Module, path: str) -> None:
@@ -365,86 +340,3 @@ def _restore(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return int(state["epoch"]), list(state.get("history", []))
-
-
-def _loader(
-    ds: Dataset, cfg: TrainConfig, per_rank: int, rank: int, world: int, epoch: int, drop: bool
-) -> DataLoader:
-    g = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 0))
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=drop
-        )
-        sampler.set_epoch(epoch)
-    else:
-        sampler = torch.utils.data.RandomSampler(ds, generator=g)
-    return DataLoader(
-        ds,
-        batch_size=per_rank,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        drop_last=drop,
-        generator=g,
-        persistent_workers=False,
-    )
-
-
-def _run_epoch(
-    wrapped: nn.Module,
-    model: nn.Module,
-    loader: DataLoader,
-    criterion: MatryoshkaLoss,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    device: torch.device,
-    use_amp: bool,
-    desc: str,
-    show: bool,
-) -> dict[str, Any]:
-    dims = model.head.dims
-    K = len(dims)
-    loss_sum = torch.zeros(K, dtype=torch.float64, device=device)  # per size, summed over examples
-    correct = torch.zeros(K, dtype=torch.float64, device=device)
-    n = torch.zeros((), dtype=torch.float64, device=device)
-    t0 = time.perf_counter()
-    wrapped.train()
-    bar = tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
-    for x, y in bar:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = wrapped(x)  # (B, K, C): all sizes from one backbone pass
-        total, per_size = criterion(logits.float(), y)  # losses in float32, even under AMP
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
-        B = len(y)
-        loss_sum += torch.stack([per_size[m] for m in dims]).double() * B
-        correct += (logits.detach().argmax(-1) == y[:, None]).sum(0).double()
-        n += B
-        if show:
-            bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-    if dist.is_initialized():
-        for t in (loss_sum, correct, n):
-            dist.all_reduce(t)
-    per_loss = (loss_sum / n.clamp(min=1)).tolist()
-    per_acc = (correct / n.clamp(min=1)).tolist()
-    weights = criterion.weights
-    return {
-        "loss": sum(w * v for w, v in zip(weights, per_loss)) / K,
-        "loss_per_size": dict(zip(dims, per_loss)),
-        "train_top1": dict(zip(dims, per_acc)),
-        "lr": scheduler.get_last_lr()[0],
-        "seconds": time.perf_counter() - t0,
-    }
-
-
-def _summary_line(record: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}"]
-    per = " ".join(f"{m}:{v:.3f}" for m, v in record["loss_per_size"].items())
-    parts.append(f"loss/size {per}")
-    if "test_top1" in record:
-        acc = " ".join(f"{m}:{v:.3f}" for m, v in record["test_top1"].items())
-        parts.append(f"test top-1 {acc}")
-    parts.append(f"{record['seconds']:.1f}s")
-    return " | ".join(parts)
