@@ -105,8 +105,12 @@ def test_ann_errors(data):
         index.build_ann("ivfpq", 16, nlist=4, pq_m=5)
     with pytest.raises(ValueError, match="dim must be between 1 and d=64"):
         index.build_ann("hnsw", 65)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="hnsw has no setting 'nprobe'; its settings: M, ef_con"):
         index.build_ann("hnsw", 16, nprobe=3)
+    with pytest.raises(ValueError, match="ivf setting nlist must be a positive integer, got 'abc'"):
+        index.build_ann("ivf", 16, nlist="abc")
+    with pytest.raises(ValueError, match="ivf has no setting 'pq_m'"):
+        index.build_ann("ivf", 16, pq_m=4)
     index.build_ann("hnsw", 16)
     with pytest.raises(ValueError, match="searches at size 16, but the funnel's first stage is"):
         index.search(xb[:2], funnel=[(32, 10), (64, 2)], ann=True)

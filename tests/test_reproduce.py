@@ -136,5 +136,5 @@ def test_seed_jobs_shift_the_seed_only(tiny_config):
     assert seed_jobs(base, [4, 8, 16], seeds=1, ff_sizes=[16]) == {}
     with pytest.raises(ValueError, match="not trained sizes"):
         seed_jobs(base, [4, 8, 16], seeds=2, ff_sizes=[12])
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="seeds must be between 1 and 100, got 0"):
         seed_jobs(base, [4, 8, 16], seeds=0, ff_sizes=[16])

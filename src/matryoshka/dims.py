@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -100,6 +100,14 @@ def validate_weights(weights: Sequence[float] | None, dims: Sequence[int]) -> tu
     """Per-size loss weights: one finite, non-negative number per size (default all 1)."""
     if weights is None:
         return tuple(1.0 for _ in dims)
+    if isinstance(weights, (str, bytes, Mapping, set, frozenset)) or not isinstance(
+        weights, Iterable
+    ):
+        raise ValueError(
+            f"weights must be a list of numbers, one per size {list(dims)}, got {weights!r}"
+        )
+    if any(isinstance(w, bool) or not isinstance(w, numbers.Real) for w in weights):
+        raise ValueError(f"weights must be numbers, got {list(weights)!r}")
     weights = tuple(float(w) for w in weights)
     if len(weights) != len(dims):
         raise ValueError(
@@ -148,10 +156,15 @@ def truncate(x: ArrayT, m: int, normalize: bool = True, eps: float = 1e-12) -> A
     if not normalize:
         return out
     if isinstance(out, np.ndarray):
+        if out.dtype.itemsize < 4 and np.issubdtype(out.dtype, np.floating):
+            # float16: a sum of squares overflows to inf (and every prefix to 0) from |x| ~ 256
+            return truncate(out.astype(np.float32), m, normalize, eps).astype(out.dtype)
         norms = np.linalg.norm(out, axis=-1, keepdims=True)
         return out / np.maximum(norms, eps).astype(out.dtype, copy=False)
     import torch  # imported here so numpy-only users of this module never load torch
 
     if isinstance(out, torch.Tensor):
+        if out.dtype in (torch.float16, torch.bfloat16):  # the norm in float32, as above
+            return torch.nn.functional.normalize(out.float(), dim=-1, eps=eps).to(out.dtype)
         return torch.nn.functional.normalize(out, dim=-1, eps=eps)
     raise ValueError(f"x must be a numpy array or a torch tensor, got {type(x).__name__}")

@@ -40,6 +40,12 @@ __all__ = [
 ]
 
 ANN_KINDS = ("hnsw", "ivf", "ivfpq", "adanns")
+_PARAMS = {  # the settings of each kind (every one a positive integer)
+    "hnsw": ("M", "ef_construction", "ef_search"),
+    "ivf": ("nlist", "nprobe"),
+    "ivfpq": ("nlist", "nprobe", "pq_m", "nbits"),
+    "adanns": ("cluster_dim", "nlist", "nprobe"),
+}
 
 # A row reader: ``rows(start, stop, m)`` returns the stored rows ``start:stop`` at size ``m`` as a
 # float32 array of shape (stop - start, m), each row unit-normalised when the metric is cosine.
@@ -325,16 +331,21 @@ class AdannsIVFStage(_Stage):
 def make_ann(kind: str, dim: int, d: int, **params: Any) -> _Stage:
     """An unbuilt approximate stage of ``kind`` searching at size ``dim`` of ``d``.
 
-    Unknown parameters raise ``TypeError`` naming them.
+    Every parameter is a positive integer; an unknown one, or another value, raises
+    ``ValueError`` naming it and the valid ones.
     """
     if kind not in ANN_KINDS:
         raise ValueError(f"kind must be one of {ANN_KINDS}, got {kind!r}")
+    valid = _PARAMS[kind]
+    for key, value in params.items():
+        if key not in valid:
+            raise ValueError(f"{kind} has no setting {key!r}; its settings: {', '.join(valid)}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{kind} setting {key} must be a positive integer, got {value!r}")
     import_faiss()
     if kind == "hnsw":
         return HNSWStage(dim, **params)
     if kind == "ivf":
-        if "pq_m" in params:
-            raise ValueError("kind='ivf' stores flat lists; use kind='ivfpq' with pq_m")
         return IVFStage(dim, **params)
     if kind == "ivfpq":
         params.setdefault("pq_m", max(1, dim // 4) if dim % 4 == 0 else 1)

@@ -49,6 +49,13 @@ def check_matrix(x: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} holds NaN or infinite values (first in row {bad}); clean it first"
         )
+    if x.dtype.itemsize > 4 and x.size:  # float64: values past float32's range become inf
+        big = np.abs(x).max(axis=1) > np.finfo(np.float32).max
+        if big.any():
+            raise ValueError(
+                f"{name} holds values beyond float32's range (±3.4e38, first in row "
+                f"{int(np.flatnonzero(big)[0])}); vectors are stored and scored in float32"
+            )
     return x
 
 

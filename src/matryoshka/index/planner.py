@@ -109,6 +109,8 @@ def _check_sample(
             )
         if d is not None and d != embeddings.shape[1]:
             raise ValueError(f"d={d} but the embeddings have {embeddings.shape[1]} columns")
+        if not len(embeddings) or not len(queries):
+            raise ValueError("give at least one embedding and one query to measure recall")
         d = embeddings.shape[1]
     return (2048 if d is None else int(d)), embeddings, queries
 
@@ -202,8 +204,9 @@ def plan_storage(
         "fits", "recall"}], "largest_fit": {precision: dim}, "recommended": row or None,
         "rule": str}``; ``recall`` is None without measurements.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got n={n!r}")
+    for name, v in (("n", n), ("k", k), ("sample", sample), ("d", 1 if d is None else d)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
     budget_bytes = parse_bytes(budget)
     for p in precisions:
         if p not in PRECISIONS:

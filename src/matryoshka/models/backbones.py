@@ -7,6 +7,7 @@ ResNets (optionally with the CIFAR stem: 3x3 first convolution, no max-pool).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,13 +160,20 @@ def build_backbone(name: str, d: int, **kwargs: Any) -> nn.Module:
     ``kwargs`` go to the builder: ``in_features``/``hidden``/``dropout`` for ``mlp``,
     ``width``/``in_channels`` for ``small_cnn``, ``cifar_stem``/``weights`` for ResNets.
     """
-    if name == "mlp":
-        return MLP(d=d, **kwargs)
-    if name == "small_cnn":
-        return SmallCNN(d=d, **kwargs)
+    builders = {"mlp": MLP, "small_cnn": SmallCNN}
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
+    builder = builders.get(name, resnet)
+    valid = [p for p in inspect.signature(builder).parameters if p not in ("d", "name")]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"backbone {name} takes no argument {unknown[0]!r} (model.backbone_kwargs); its "
+            f"arguments: {', '.join(valid)}"
+        )
     if name.startswith("resnet"):
         return resnet(name, d=d, **kwargs)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
+    return builder(d=d, **kwargs)
 
 
 def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:

@@ -11,6 +11,7 @@ K single heads' products but runs as one kernel instead of a Python loop of K pr
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,15 @@ __all__ = ["MatryoshkaHead", "FixedFeatureHead"]
 def _check_input(z: Tensor, d: int) -> None:
     if z.ndim != 2 or z.shape[1] != d:
         raise ValueError(f"expected embeddings of shape (B, d={d}), got shape {tuple(z.shape)}")
+    if not z.is_floating_point():
+        raise ValueError(f"expected floating-point embeddings, got {z.dtype}")
+
+
+def _check_sizes(d: object, num_classes: object) -> tuple[int, int]:
+    for name, v in (("d", d), ("num_classes", num_classes)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(d), int(num_classes)
 
 
 class MatryoshkaHead(nn.Module):
@@ -59,10 +69,7 @@ class MatryoshkaHead(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if d <= 0 or num_classes <= 0:
-            raise ValueError(f"d and num_classes must be positive, got d={d}, C={num_classes}")
-        self.d = int(d)
-        self.num_classes = int(num_classes)
+        self.d, self.num_classes = _check_sizes(d, num_classes)
         self.dims = validate_dims(nesting_dims(d) if dims is None else dims, d)
         self.efficient = bool(efficient)
         kw = {"device": device, "dtype": dtype}
@@ -165,8 +172,7 @@ class FixedFeatureHead(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.d = int(d)
-        self.num_classes = int(num_classes)
+        self.d, self.num_classes = _check_sizes(d, num_classes)
         self.dims = (self.d,)
         self.efficient = False
         self.linear = nn.Linear(d, num_classes, bias=bias, device=device, dtype=dtype)

@@ -60,6 +60,11 @@ def _decode(
                 short = image_size / crop_fraction
                 img.draft("RGB", (math.ceil(short), math.ceil(short)))
             img = img.convert("RGB")
+    except image.DecompressionBombError as e:  # a few bytes that would decode to gigabytes
+        raise ValueError(
+            f"image {source.describe(name)} is too large to decode ({e}); refused as a "
+            "possible decompression bomb"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad or truncated files
         raise ValueError(f"cannot decode image {source.describe(name)}: {e}") from None
     if box_fn is not None:
