@@ -268,3 +268,19 @@ def test_duplicate_ids_in_a_saved_index_are_refused(tmp_path):
     (path / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ValueError, match=r"its ids must be unique.*\(4 unique of 5"):
         MatryoshkaIndex.load(path)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--funnel", ""], "--funnel must look like 32:400"),
+        (["--ann", "ivf", "--ann-param", "nlist=abc"], "ivf setting nlist must be a positive"),
+        (["--out", "."], "is a folder; give a file name to write"),
+        (["-k", "1e11"], "argument -k: invalid int value: '1e11'"),
+    ],
+)
+def test_search_mistakes_are_one_line(files, capsys, extra, message):
+    argv = ["index", "search", str(files / "ix"), "--queries", str(files / "q.npy"), "--quiet"]
+    assert _run([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

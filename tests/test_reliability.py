@@ -311,3 +311,33 @@ def test_a_second_training_run_into_the_same_folder_is_refused(tmp_path):
     with writer_lock(cfg.out_dir, timeout=0, name="run"):  # a run in another process
         with pytest.raises(FolderLockedError, match="another process is training into"):
             train(cfg, progress=False)
+
+
+def test_a_crash_at_every_step_of_a_checkpoint_leaves_a_model(tmp_path):
+    """The model folder's save is the same sequence: every crash point leaves epoch 1 or 2."""
+    from matryoshka.train import load_config, load_model, read_metrics, train
+    from matryoshka.train.checkpoint import save_checkpoint
+
+    cfg = load_config(None, ["model.d=8", "model.dims_start=4", "data.train_subset=100",
+                             "device=cpu", "epochs=2", f"out_dir={tmp_path / 'src'}"])  # fmt: skip
+    train(cfg, progress=False)
+    model, cfg, classes = load_model(tmp_path / "src")  # the recipe as resolved by training
+    k = 1
+    while True:
+        out = tmp_path / f"k{k}" / "m"
+        save_checkpoint(out, model, cfg, classes, metrics={"epochs_done": 1})
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _die_at(k)
+                save_checkpoint(out, model, cfg, classes, metrics={"epochs_done": 2})
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert read_metrics(out)["epochs_done"] in (1, 2)
+        assert load_model(out).classes == classes  # whole: config and weights of one version
+        if os.WEXITSTATUS(status) != 17:
+            assert read_metrics(out)["epochs_done"] == 2
+            break
+        k += 1
+    assert k > 5

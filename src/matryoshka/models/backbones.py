@@ -166,6 +166,12 @@ def build_backbone(name: str, d: int, **kwargs: Any) -> nn.Module:
     builder = builders.get(name, resnet)
     valid = [p for p in inspect.signature(builder).parameters if p not in ("d", "name")]
     unknown = sorted(set(kwargs) - set(valid))
+    required = [
+        n for n, p in inspect.signature(builder).parameters.items()
+        if p.default is inspect.Parameter.empty and n not in ("d", "name") and n not in kwargs
+    ]  # fmt: skip
+    if required:
+        raise ValueError(f"backbone {name} needs {required[0]!r} in model.backbone_kwargs")
     if unknown:
         raise ValueError(
             f"backbone {name} takes no argument {unknown[0]!r} (model.backbone_kwargs); its "
