@@ -13,13 +13,18 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "matryoshka"
-LEAVES = {"_io", "_optional"}  # leaf helpers: anything may import them, they import nothing
+LEAVES = {
+    "_io",
+    "_optional",
+    "_runtime",
+}  # leaf helpers: anything may import them, they import nothing
 # every layer below the experiments and the command line ("root": matryoshka/__init__.py)
 _BELOW_TOP = {"root", "dims", "nn", "models", "data", "train", "eval", "index", "viz"}
 # which layers each layer may import (the design notes' layout table); leaves always allowed
 ALLOWED = {
     "_io": set(),
     "_optional": set(),
+    "_runtime": set(),
     "dims": set(),
     "nn": {"dims"},
     "models": {"nn", "dims"},

@@ -15,6 +15,7 @@ __all__ = [
     "dims_arg",
     "progress_bar",
     "report_error",
+    "threads_arg",
 ]
 
 # A user's mistake (a bad flag value, a missing or corrupt file, a missing extra) is one of these:
@@ -55,11 +56,21 @@ def add_common(p: argparse.ArgumentParser, quiet: bool = True) -> argparse.Argum
     return p
 
 
-def progress_bar(total: int, desc: str, quiet: bool, unit: str = "vec") -> Any:
-    """A tqdm bar on stderr (results go to stdout), started only once the inputs are checked."""
-    from tqdm.auto import tqdm
+def threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: CPU threads for models (default: one for small ones, else free cores)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (default: 1 for a small model, else the cores not busy)",
+    )
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr)
+
+def progress_bar(total: int, desc: str, quiet: bool, unit: str = "vec") -> Any:
+    """A bar on stderr (results go to stdout), started only once the inputs are checked; plain
+    lines instead of a bar when stderr is not a terminal."""
+    from matryoshka._runtime import progress_bar as bar
+
+    return bar(total=total, desc=desc, unit=unit, disable=quiet)
 
 
 def _one_line(e: BaseException) -> str:

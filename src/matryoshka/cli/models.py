@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from matryoshka.cli._common import add_common, dims_arg
+from matryoshka.cli._common import add_common, dims_arg, threads_arg
 
 __all__ = ["add_model_commands"]
 
@@ -21,7 +21,9 @@ def _demo(args: argparse.Namespace) -> int:
         print(render_comparison(data, args.out))
         print(f"redrew {args.out}/report.md and accuracy_vs_dim.png from results.json")
         return 0
-    out = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    out = run_demo(
+        args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet, threads=args.threads
+    )
     print(out["table"])
     print(f"wrote {args.out}/report.md, results.json, accuracy_vs_dim.png ({out['seconds']:.0f}s)")
     return 0
@@ -33,6 +35,8 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.out is not None:
         overrides.append(f"out_dir={args.out}")
+    if args.threads is not None:
+        overrides.append(f"threads={args.threads}")
     cfg = load_config(args.config, overrides)
     result = train(
         cfg, resume=not args.no_resume, progress=not args.quiet, overwrite=args.overwrite
@@ -57,9 +61,10 @@ def _eval(args: argparse.Namespace) -> int:
     dims = list(model.head.dims)
     extra = validate_dims(sorted(set(args.dims or [])), model.d, "--dims") if args.dims else ()
     sizes = sorted(set(dims) | set(interpolated_dims(dims)) | set(extra))
-    train_ds, test_ds, _ = load_data(cfg, augment=False)
-    Xtr, ytr = encode(model, train_ds, device=device, progress=not args.quiet, desc="encode train")
-    Xte, yte = encode(model, test_ds, device=device, progress=not args.quiet, desc="encode test")
+    train_ds, test_ds, _ = load_data(cfg, augment=False, progress=not args.quiet)
+    kw = {"device": device, "progress": not args.quiet, "threads": args.threads}
+    Xtr, ytr = encode(model, train_ds, desc="encode train", **kw)
+    Xte, yte = encode(model, test_ds, desc="encode test", **kw)
     result = evaluate_embeddings(cfg.model.head, Xtr, ytr, Xte, yte, sizes, head=model.head.cpu())
     table = results_table([result], trained=dims)
     print(table)
@@ -80,10 +85,17 @@ def _embed(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
     device = resolve_device(args.device)
     model, cfg, classes = load_model(args.model, device)
-    train_ds, test_ds, _ = load_data(cfg, augment=False)
+    train_ds, test_ds, _ = load_data(cfg, augment=False, progress=not args.quiet)
     parts = {"train": [train_ds], "test": [test_ds], "all": [train_ds, test_ds]}[args.split]
     encoded = [
-        encode(model, ds, batch_size=args.batch, device=device, progress=not args.quiet)
+        encode(
+            model,
+            ds,
+            batch_size=args.batch,
+            device=device,
+            progress=not args.quiet,
+            threads=args.threads,
+        )  # fmt: skip
         for ds in parts
     ]
     X = np.concatenate([x for x, _ in encoded])  # (N, d)
@@ -122,6 +134,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="redraw report.md and the plot from OUT/results.json; train nothing",
     )
+    threads_arg(p)
     p.set_defaults(func=_demo)
 
 
@@ -143,6 +156,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _overwrite_arg(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    threads_arg(p)
     p.set_defaults(func=_train)
 
 
@@ -165,6 +179,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="extra sizes to score, e.g. 5,12 (trained and in-between sizes always)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    threads_arg(p)
     p.set_defaults(func=_eval)
 
 
@@ -185,6 +200,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=512, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     _overwrite_arg(p)
+    threads_arg(p)
     p.set_defaults(func=_embed)
 
 

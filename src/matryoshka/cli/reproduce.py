@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from matryoshka.cli._common import add_common, dims_arg
+from matryoshka.cli._common import add_common, dims_arg, threads_arg
 
 __all__ = ["add_reproduce_command"]
 
@@ -48,6 +48,7 @@ def _scifact(args: argparse.Namespace) -> int:
         extra_recipes=args.recipe or (),
         default_methods=not args.only_recipes,
         funnel_method=args.funnel_method,
+        threads=args.threads,
     )
     res = reproduce_scifact(cfg, progress=not args.quiet)
     print(f"wrote {args.docs}/scifact.md ({res['seconds'] / 60:.1f} min)")
@@ -58,9 +59,12 @@ def _cifar10(args: argparse.Namespace) -> int:
     from matryoshka.experiments.cifar10 import reproduce_cifar10
     from matryoshka.viz import results_table
 
+    overrides = list(args.overrides)
+    if args.threads is not None:
+        overrides.append(f"threads={args.threads}")
     out = reproduce_cifar10(
         args.config,
-        overrides=list(args.overrides),
+        overrides=overrides,
         out_dir=args.out or "runs/cifar10",
         docs_dir=args.docs,
         finetune_epochs=args.finetune_epochs,
@@ -154,4 +158,5 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="train and report only the --recipe ones (with the original and PCA)",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="cifar10: recipe overrides")
+    threads_arg(p)
     p.set_defaults(func=_run)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from matryoshka._runtime import progress_bar, step_flops, threads_for, torch_threads
 from matryoshka.dims import validate_dim
 from matryoshka.eval.retrieval import knn_label_accuracy
 
@@ -36,6 +36,7 @@ def encode(
     device: str | torch.device = "cpu",
     progress: bool = False,
     desc: str = "encode",
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Full embeddings and labels of a data set, in one pass.
 
@@ -43,6 +44,9 @@ def encode(
     ----------
     model : module with ``.embed(x) -> (B, d)`` (a :class:`~matryoshka.nn.MatryoshkaModel`)
     dataset : Dataset of (x, label)
+    threads : int, optional
+        CPU threads; default one for a small model, else the free cores
+        (:func:`matryoshka._runtime.threads_for`).
 
     Returns
     -------
@@ -52,10 +56,15 @@ def encode(
     was_training = model.training
     model.eval().to(device)
     xs, ys = [], []
-    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc, disable=not progress):
-        xs.append(model.embed(x.to(device)).float().cpu())  # (B, d)
-        ys.append(torch.as_tensor(y))
+    loader = DataLoader(dataset, batch_size=batch_size)
+    work = step_flops(model, dataset[0][0].to(device), batch_size) if len(dataset) else 0.0
+    with torch.no_grad(), torch_threads(threads_for(work, threads)):
+        for x, y in progress_bar(loader, desc=desc, disable=not progress):
+            xs.append(model.embed(x.to(device)).float().cpu())  # (B, d)
+            ys.append(torch.as_tensor(y))
     model.train(was_training)
+    if not xs:
+        raise ValueError("the data set to encode is empty")
     return torch.cat(xs).numpy(), torch.cat(ys).numpy().astype(np.int64)
 
 

@@ -173,7 +173,7 @@ def _adaptive(
 ) -> dict[str, Any]:
     """The MRL cascade, thresholds tuned on held-out images, the operating point chosen there."""
     dims = comparison["trained"]
-    holdout = load_holdout(base)
+    holdout = load_holdout(base, progress=False)  # decoded by the training already
     Xho, yho = encode(mrl, holdout, device=device)
     enc = comparison["encoded"]["mrl"]  # the test split, encoded once by compare_methods
     adaptive = adaptive_classification(
@@ -270,7 +270,7 @@ def reproduce_cifar10(
         title=f"CIFAR-10, {base.model.backbone}, d = {base.model.d}",
     )  # fmt: skip
     device = resolve_device(base.device)
-    train_ds, test_ds, classes = load_data(base, augment=False)
+    train_ds, test_ds, classes = load_data(base, augment=False, progress=progress)
     finetune = _finetune(jobs, comparison, (train_ds, test_ds), device)
     mrl, _, _ = load_model(jobs["mrl"].out_dir, device)
     adaptive = _adaptive(base, jobs, comparison, mrl, device)

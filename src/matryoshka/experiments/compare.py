@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 from torch import nn
-from tqdm.auto import tqdm
 
 from matryoshka._io import write_text
+from matryoshka._runtime import progress_bar, threads_for, torch_threads
 from matryoshka.dims import interpolated_dims, nesting_dims, validate_dims
 from matryoshka.eval import PCABaseline, encode, evaluate_embeddings, merge_results
 from matryoshka.experiments.common import RunClock, command_line, try_pyplot, write_results
@@ -74,7 +74,9 @@ class EncodedSplits:
         return evaluate_embeddings(method, self.Xtr, self.ytr, self.Xte, self.yte, sizes, **kw)
 
 
-def demo_config(out_dir: str | Path = "runs/demo", epochs: int = 30, seed: int = 0) -> TrainConfig:
+def demo_config(
+    out_dir: str | Path = "runs/demo", epochs: int = 30, seed: int = 0, threads: int | None = None
+) -> TrainConfig:
     """The demo's recipe: digits, an MLP to d=64, sizes 2, 4, ..., 64, SGD with cosine decay."""
     cfg = TrainConfig()
     cfg.data.name = "digits"
@@ -91,6 +93,7 @@ def demo_config(out_dir: str | Path = "runs/demo", epochs: int = 30, seed: int =
     cfg.seed = seed
     cfg.eval_every = 0
     cfg.device = "cpu"
+    cfg.threads = threads
     cfg.out_dir = str(Path(out_dir) / "models")
     return cfg
 
@@ -134,7 +137,7 @@ def train_jobs(jobs: dict[str, TrainConfig], progress: bool = True) -> list[str]
     """
     todo = {k: c for k, c in jobs.items() if not is_complete(c.out_dir, c)}
     total_epochs = sum(c.epochs - _epochs_done(c.out_dir) for c in todo.values())
-    with tqdm(total=total_epochs, desc="train", unit="epoch", disable=not progress) as bar:
+    with progress_bar(total=total_epochs, desc="train", unit="epoch", disable=not progress) as bar:
         for name, cfg in todo.items():
             bar.set_postfix_str(name)
             train(cfg, progress=False, callback=lambda _rec: bar.update(1))
@@ -150,14 +153,21 @@ def encode_jobs(
 ) -> dict[str, EncodedSplits]:
     """Each job's model encodes the train and test splits once (no augmentation)."""
     device = resolve_device(base.device)
-    train_ds, test_ds, _ = load_data(base, augment=False)
+    train_ds, test_ds, _ = load_data(base, augment=False, progress=progress)
     encoded = {}
-    for name, cfg in tqdm(jobs.items(), desc="encode", disable=not progress):
+    for name, cfg in progress_bar(jobs.items(), desc="encode", disable=not progress):
         model, _, _ = load_model(cfg.out_dir, device)
-        Xtr, ytr = encode(model, train_ds, device=device)  # (N_train, d)
-        Xte, yte = encode(model, test_ds, device=device)  # (N_test, d)
+        Xtr, ytr = encode(model, train_ds, device=device, threads=base.threads)  # (N_train, d)
+        Xte, yte = encode(model, test_ds, device=device, threads=base.threads)  # (N_test, d)
         encoded[name] = EncodedSplits(model.head.cpu(), Xtr, ytr, Xte, yte)
     return encoded
+
+
+def _probe_flops(enc: EncodedSplits) -> float:
+    """Work of one full-batch step of a linear probe (the largest evaluation step), in FLOPs."""
+    n, d = enc.Xtr.shape
+    classes = int(enc.ytr.max()) + 1 if len(enc.ytr) else 1
+    return 6.0 * n * d * classes  # forward and backward of (N, d) @ (d, C)
 
 
 def _evaluate(
@@ -215,8 +225,12 @@ def compare_methods(
     jobs = method_configs(base, dims, methods)
     train_jobs(jobs, progress)
     encoded = encode_jobs(base, jobs, progress)
-    results = [_evaluate(m, encoded, dims, sizes) for m in tqdm(methods, desc="evaluate",
-                                                                 disable=not progress)]  # fmt: skip
+    # probes and 1-NN on these small matrices: as many threads as the model would get
+    enc = next(iter(encoded.values()))
+    threads = threads_for(_probe_flops(enc), base.threads)
+    with torch_threads(threads):
+        results = [_evaluate(m, encoded, dims, sizes) for m in progress_bar(
+            methods, desc="evaluate", disable=not progress)]  # fmt: skip
     data = {
         "results": results,
         "trained": dims,
@@ -281,13 +295,18 @@ def render_comparison(data: dict[str, Any], out_dir: str | Path) -> str:
 
 
 def run_demo(
-    out_dir: str | Path = "runs/demo", epochs: int = 30, seed: int = 0, progress: bool = True
+    out_dir: str | Path = "runs/demo",
+    epochs: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """The main job: every method on the built-in digits, scored at every size.
 
     Writes ``report.md``, ``results.json`` and ``accuracy_vs_dim.png`` to ``out_dir``.
+    ``threads``: CPU threads (default: one, the demo's models being small).
     """
-    cfg = demo_config(out_dir, epochs=epochs, seed=seed)
+    cfg = demo_config(out_dir, epochs=epochs, seed=seed, threads=threads)
     return compare_methods(
         cfg,
         out_dir,

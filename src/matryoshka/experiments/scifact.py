@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from matryoshka._io import sha256_file
+from matryoshka._runtime import threads_for, torch_threads
 from matryoshka.data import default_data_root
 from matryoshka.data.text import (
     BeirDataset,
@@ -178,6 +179,7 @@ class ScifactConfig:
     funnel_method: str | None = None
     encode_batch_size: int = 64
     device: str = "cpu"
+    threads: int | None = None  # CPU threads for the whole run (default: torch's)
 
     @property
     def dims(self) -> list[int]:
@@ -320,6 +322,9 @@ def reproduce_scifact(
         this call rather than read from ``out_dir``).
     """
     cfg = cfg or ScifactConfig()
+    if cfg.threads is not None:
+        with torch_threads(threads_for(0, cfg.threads)):
+            return reproduce_scifact(replace(cfg, threads=None), progress, command)
     clock = RunClock()
     recipes = cfg.resolved_recipes()
     funnel_method = cfg.funnel_method or next(

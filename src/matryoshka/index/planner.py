@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from matryoshka._runtime import progress_bar
 from matryoshka.dims import nesting_dims, validate_dims
 from matryoshka.index.core import MatryoshkaIndex
 from matryoshka.index.exact import exact_search
@@ -78,10 +79,9 @@ def _recalls(
     xb = np.asarray(xb, dtype=np.float32)
     xq = np.asarray(queries[: min(len(queries), 1000)], dtype=np.float32)
     _, gt = exact_search(xq, xb, k, metric)  # (nq, k) the reference
-    from tqdm.auto import tqdm
-
     out = {}
-    with tqdm(total=len(precisions) * len(sizes), desc="recall", disable=not progress) as bar:
+    with progress_bar(total=len(precisions) * len(sizes), desc="recall",
+                      disable=not progress) as bar:  # fmt: skip
         for prec in precisions:
             index = MatryoshkaIndex(xb.shape[1], metric, prec).add(xb)
             for m in sizes:

@@ -92,6 +92,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:<i>
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    threads: int | None = None  # CPU threads; None: 1 for small models, else the free cores
     eval_every: int = 1  # test-split top-1 every n epochs (0 = only at the end)
     out_dir: str = "runs/train"  # the model folder: weights, config, training state, metrics
 
@@ -122,6 +123,7 @@ class TrainConfig:
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("eval_every", self.eval_every, 0)
+        _at_least("threads", self.threads, 1, none_ok=True)
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         _between("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
@@ -321,7 +323,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 # Settings that do not change what a run computes: they may differ between a run and its resume.
-_RUNTIME_KEYS = {"out_dir", "device", "amp", "eval_every", "data.root", "data.cache_dir",
+_RUNTIME_KEYS = {"out_dir", "device", "amp", "threads", "eval_every", "data.root", "data.cache_dir",
                  "data.num_workers"}  # fmt: skip
 # Settings a fixed-feature model (one size, one loss) does not read.
 _NESTING_KEYS = {"model.dims", "model.dims_start", "loss_weights", "loss_reduction"}

@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from matryoshka._runtime import progress_bar
 from matryoshka.nn import MatryoshkaLoss
 from matryoshka.train.config import TrainConfig
 
@@ -98,7 +98,7 @@ def run_epoch(
     n = torch.zeros((), dtype=torch.float64, device=device)
     t0 = time.perf_counter()
     wrapped.train()
-    bar = tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
+    bar = progress_bar(loader, desc=desc, disable=not show, leave=False)
     for step, (x, y) in enumerate(bar, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         _check_labels(y, model.head.num_classes, desc, step)

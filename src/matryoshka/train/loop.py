@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from matryoshka._io import check_destination, writer_lock
+from matryoshka._runtime import progress_write, step_flops, threads_for, torch_threads
 from matryoshka.models import backbone_blocks
 from matryoshka.nn import MatryoshkaLoss
 from matryoshka.train.checkpoint import (
@@ -164,14 +164,16 @@ class _Run:
         return self.cfg.amp and self.device.type == "cuda"
 
 
-def _start(cfg: TrainConfig, device: torch.device, rank: int, world: int, resume: bool) -> _Run:
+def _start(
+    cfg: TrainConfig, device: torch.device, rank: int, world: int, resume: bool, show: bool
+) -> _Run:
     """Data, model, optimizer, schedule and loss of a run, restored from its checkpoint if any.
 
     The order of the random draws (seed, data, model initialisation) is fixed: a resumed or
     repeated run must end with the same weights.
     """
     torch.manual_seed(cfg.seed)
-    train_ds, test_ds, classes = load_data(cfg)
+    train_ds, test_ds, classes = load_data(cfg, progress=show)
     if cfg.model.backbone == "mlp" and "in_features" not in cfg.model.backbone_kwargs:
         cfg.model.backbone_kwargs["in_features"] = int(train_ds[0][0].numel())
     model = build_model(cfg.model, len(classes))
@@ -208,7 +210,7 @@ def _start(cfg: TrainConfig, device: torch.device, rank: int, world: int, resume
                 scheduler, criterion, per_rank, drop_last, start_epoch, history)  # fmt: skip
 
 
-def _epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
+def _epoch(run: _Run, epoch: int, show: bool, threads: int) -> dict[str, Any]:
     """Train one epoch, score the test split when due, and write the checkpoint (rank 0)."""
     cfg = run.cfg
     torch.manual_seed(epoch_seed(cfg.seed, epoch, run.rank))
@@ -220,6 +222,7 @@ def _epoch(run: _Run, epoch: int, show: bool) -> dict[str, Any]:
         run.use_amp, desc=f"epoch {epoch + 1}/{cfg.epochs}", show=show,
     )  # fmt: skip
     record["epoch"] = epoch + 1
+    record["threads"] = threads  # CPU threads it ran with (results may differ in the last bits)
     last = epoch + 1 == cfg.epochs
     due = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
     if run.rank == 0 and due:
@@ -296,16 +299,19 @@ def _train(
     overwrite: bool,
 ) -> dict[str, Any]:
     """The epochs of :func:`train`, with the process group and the run lock already set up."""
-    run = _start(cfg, device, rank, world, resume)
+    run = _start(cfg, device, rank, world, resume, show)
     run.overwrite = overwrite
-    for epoch in range(run.start_epoch, cfg.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-        record = _epoch(run, epoch, show)
-        if show:
-            tqdm.write(summary_line(record, cfg.epochs))
-        if callback is not None:
-            callback(record)
+    sample = run.train_ds[0][0].to(device)
+    threads = threads_for(step_flops(run.model, sample, run.per_rank), cfg.threads)
+    with torch_threads(threads):  # one thread for a small model: fast beside a busy core too
+        for epoch in range(run.start_epoch, cfg.epochs):
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                break
+            record = _epoch(run, epoch, show, threads)
+            if show:
+                progress_write(summary_line(record, cfg.epochs))
+            if callback is not None:
+                callback(record)
     history = run.history
     return {
         "epochs_done": history[-1]["epoch"] if history else 0,

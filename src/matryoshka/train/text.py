@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matryoshka._io import FolderKind, atomic_dir, resolve_dir, write_json
+from matryoshka._runtime import progress_bar
 from matryoshka.dims import nesting_dims, truncate, validate_dims, validate_weights
 from matryoshka.models.text import load_sentence_encoder, require_sentence_transformers
 from matryoshka.nn.loss import MatryoshkaLoss, in_batch_contrastive_loss
@@ -263,8 +264,6 @@ def fit_text(
         "loss@m"...}], "epochs": [{"epoch", "loss", "loss@m"...}]}``; ``loss@m`` (mean per-size
         criterion) for ``"mrl"`` and ``"plain"``.
     """
-    from tqdm.auto import tqdm
-
     cfg.check()
     if cfg.trainer == "sentence-transformers":
         return fit_st_trainer(model, pairs, cfg, progress=progress)
@@ -276,7 +275,7 @@ def fit_text(
     history: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
     step, epoch, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=total, desc=f"fine-tune {cfg.method}", disable=not progress)
+    bar = progress_bar(total=total, desc=f"fine-tune {cfg.method}", disable=not progress)
     model.train()
     try:
         while step < total:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka._io import FolderKind, atomic_dir  # leaf helpers (import nothing of the package)
+from matryoshka._io import FolderKind, atomic_dir
+from matryoshka._runtime import progress_bar  # leaf helpers (import nothing of the package)
 from matryoshka.data.images.decode import _decode
 from matryoshka.data.images.sources import _list, _Source, _TarSource
 
@@ -48,14 +49,12 @@ def _decode_all(
     A tar is read front to back; the array is allocated once the first image gives (3, H, W),
     and every other image must have that shape.
     """
-    from tqdm.auto import tqdm
-
     order: Sequence[int] = range(len(samples))
     if isinstance(source, _TarSource):  # read the tar front to back
         order = sorted(order, key=lambda i: source.members[samples[i][0]][0])
     out = None
-    for i in tqdm(
-        order, desc=f"decoding {source.path.name}", unit="img", disable=not progress, mininterval=1
+    for i in progress_bar(
+        order, desc=f"decoding {source.path.name}", unit="img", disable=not progress
     ):
         x = _decode(source, samples[i][0], image_size, crop_fraction)  # (3, H, W)
         if out is None:
