@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,17 +34,23 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _load_npy(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+def _load_npy(path: str, what: str, column: str | None = None) -> np.ndarray:
+    """Vectors from ``.npy``, ``.npz``, Parquet or JSONL (see ``matryoshka.index.read_vectors``)."""
+    from matryoshka.index import read_vectors
+
     try:
-        x = np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{what} {path} is not a plain .npy array: {e}") from None
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array (n, d), got shape {x.shape} in {path}")
-    return x
+        return read_vectors(path, column)[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+
+
+def _read(path: str, column: str | None, ids_column: str | None):
+    from matryoshka.index import read_vectors
+
+    try:
+        return read_vectors(path, column, ids_column)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"embeddings file not found: {path}") from None
 
 
 def _load_ids(path: str, n: int) -> np.ndarray:
@@ -55,8 +60,12 @@ def _load_ids(path: str, n: int) -> np.ndarray:
         raise ValueError(f"--ids must hold one id per embedding ({n}), got shape {ids.shape}")
     if n and not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"--ids must be integers, got dtype {ids.dtype}")
-    if n and ids.min() < 0:
-        raise ValueError(f"--ids must be non-negative (-1 marks 'no result'), got {ids.min()}")
+    return _check_ids(ids)
+
+
+def _check_ids(ids: np.ndarray) -> np.ndarray:
+    if len(ids) and ids.min() < 0:
+        raise ValueError(f"ids must be non-negative (-1 marks 'no result'), got {ids.min()}")
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"--ids must be unique, got {uniq[counts > 1][0]} more than once")
@@ -70,7 +79,7 @@ def _build(args: argparse.Namespace) -> int:
     from matryoshka.index.manifest import INDEX_FOLDER
 
     check_destination(args.out, INDEX_FOLDER, args.overwrite)
-    x = _load_npy(args.embeddings, "embeddings")
+    x, file_ids = _read(args.embeddings, args.column, args.ids_column)
     d = x.shape[1] if args.dim is None else args.dim
     if not 1 <= d <= x.shape[1]:
         raise ValueError(f"--dim must be between 1 and the embeddings' {x.shape[1]} columns")
@@ -81,8 +90,11 @@ def _build(args: argparse.Namespace) -> int:
     if args.ann and not 1 <= args.ann_dim <= d:
         raise ValueError(f"--ann-dim must be between 1 and the stored size {d}, got {args.ann_dim}")
     params = _parse_params(args.ann_param)
+    if args.ids and file_ids is not None:
+        raise ValueError("give ids either with --ids or with --ids-column, not both")
     ids = _load_ids(args.ids, len(x)) if args.ids else None
-    index = MatryoshkaIndex(d, args.metric, args.precision, rerank=args.rerank)
+    ids = _check_ids(file_ids) if file_ids is not None else ids
+    index = MatryoshkaIndex(d, args.metric, args.precision, args.rerank, args.prefix_transform)
     with progress_bar(len(x), "index", args.quiet) as bar:
         for s in range(0, len(x), args.batch):
             e = min(len(x), s + args.batch)
@@ -119,7 +131,7 @@ def _search(args: argparse.Namespace) -> int:
     from matryoshka.index import MatryoshkaIndex, parse_funnel
 
     index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
-    xq = _load_npy(args.queries, "queries")
+    xq = _load_npy(args.queries, "queries", args.column)
     funnel = parse_funnel(args.funnel, "--funnel") if args.funnel is not None else None
     k = 10 if args.k is None and funnel is None else args.k
     if args.batch < 1:
@@ -163,15 +175,17 @@ def _plan(args: argparse.Namespace) -> int:
 
     emb = queries = None
     if args.embeddings:
-        emb = _load_npy(args.embeddings, "embeddings")
+        emb = _load_npy(args.embeddings, "embeddings", args.column)
         if args.queries:
-            queries = _load_npy(args.queries, "queries")
-        else:  # hold out the last rows as queries
+            queries = _load_npy(args.queries, "queries", args.column)
+        else:  # hold out a random sample as queries: files are often written class by class
             if args.holdout < 1:
                 raise ValueError(f"--holdout must be at least 1, got {args.holdout}")
             if len(emb) <= args.holdout:
                 raise ValueError(f"--holdout {args.holdout} leaves no embeddings to search")
-            emb, queries = emb[: -args.holdout], emb[-args.holdout :]
+            order = np.random.default_rng(args.seed).permutation(len(emb))
+            queries = emb[np.sort(order[: args.holdout])]
+            emb = emb[np.sort(order[args.holdout :])]
     elif args.queries:
         raise ValueError("--queries needs --embeddings")
     precisions = args.precisions.split(",") if args.precisions else PRECISIONS
@@ -220,7 +234,7 @@ def _add_build(isub: argparse._SubParsersAction) -> None:
             "and renamed into place.",
         )
     )
-    b.add_argument("embeddings", help="embeddings .npy of shape (N, d)")
+    b.add_argument("embeddings", help="embeddings (N, d): .npy, .npz, .parquet or .jsonl")
     b.add_argument("--out", required=True, help="index folder to write")
     b.add_argument("--metric", choices=METRICS, default="cosine", help="default: cosine")
     b.add_argument("--precision", choices=PRECISIONS, default="float32", help="default: float32")
@@ -231,6 +245,15 @@ def _add_build(isub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--dim", type=int, help="store only the first DIM columns (default: all)")
     b.add_argument("--ids", help=".npy of N non-negative int64 ids (default: 0..N-1)")
+    b.add_argument("--column", help="the vectors' array, column or key (.npz, .parquet, .jsonl)")
+    b.add_argument("--ids-column", help="the ids' array, column or key in the same file")
+    b.add_argument(
+        "--prefix-transform",
+        choices=("none", "l2", "layer-norm"),
+        default="none",
+        help="a step the model prescribes on the full vector before cutting it (nomic-embed-text"
+        "-v1.5: layer-norm); stored in the index and applied to queries too (default: none)",
+    )
     b.add_argument("--batch", type=int, default=100_000, help="vectors per batch (default 100000)")
     b.add_argument("--ann", choices=ANN_KINDS, help="also build and save an approximate stage")
     b.add_argument("--ann-dim", type=int, help="size the approximate stage searches at")
@@ -261,7 +284,8 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
         )
     )
     p.add_argument("index", help="index folder written by `matryoshka index build`")
-    p.add_argument("--queries", required=True, help="queries .npy of shape (nq, d)")
+    p.add_argument("--queries", required=True, help="queries (nq, d): .npy, .npz, .parquet, .jsonl")
+    p.add_argument("--column", help="the queries' array, column or key (.npz, .parquet, .jsonl)")
     p.add_argument(
         "-k",
         type=int,
@@ -313,8 +337,12 @@ def _add_plan(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     )
     p.add_argument("--precisions", help="comma-separated subset (default: all four)")
     p.add_argument("--embeddings", help="embeddings .npy to measure recall on")
-    p.add_argument("--queries", help="queries .npy (default: the last --holdout embeddings)")
-    p.add_argument("--holdout", type=int, default=1000, help="held-out queries (default 1000)")
+    p.add_argument("--queries", help="queries file (default: --holdout embeddings at random)")
+    p.add_argument(
+        "--holdout", type=int, default=1000, help="queries drawn at random (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of that draw (default 0)")
+    p.add_argument("--column", help="the vectors' array, column or key (.npz, .parquet, .jsonl)")
     p.add_argument("--metric", choices=METRICS, default="cosine", help="default: cosine")
     p.add_argument("-k", type=int, default=10, help="recall@k (default 10)")
     p.add_argument("--sample", type=int, default=100_000, help="embeddings searched (default 1e5)")

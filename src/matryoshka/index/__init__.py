@@ -14,9 +14,14 @@ from matryoshka.index.funnel import check_funnel, format_funnel, parse_funnel
 from matryoshka.index.metrics import recall_at_k
 from matryoshka.index.planner import parse_bytes, plan_storage
 from matryoshka.index.storage import PRECISIONS, bytes_per_vector
+from matryoshka.index.vectors import FORMATS, TRANSFORMS, apply_transform, read_vectors
 
 __all__ = [
+    "FORMATS",
     "METRICS",
+    "TRANSFORMS",
+    "apply_transform",
+    "read_vectors",
     "PRECISIONS",
     "MatryoshkaIndex",
     "bytes_per_vector",

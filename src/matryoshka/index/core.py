@@ -34,6 +34,7 @@ from matryoshka.index.ids import int_ids, new_ids_for
 from matryoshka.index.manifest import IndexParts, check_files, load_index, save_index
 from matryoshka.index.scoring import exact_stage, rerank
 from matryoshka.index.storage import PRECISIONS, Storage
+from matryoshka.index.vectors import TRANSFORMS, apply_transform
 
 __all__ = ["MatryoshkaIndex"]
 
@@ -61,6 +62,10 @@ class MatryoshkaIndex:
         alone, so the final ranking is by float scores. After :meth:`load` it stays on disk
         (memory-mapped) and is read a few rows per query. ``None`` stores each vector once and
         the last stage scores the decoded codes.
+    transform : {"none", "l2", "layer-norm"}, default "none"
+        A step the embedding model prescribes on the full vector before it is cut to a prefix
+        (nomic-embed-text-v1.5: a layer norm). Applied to every added vector before it is
+        stored and to every query before it is searched (queries must then be full size).
 
     Attributes
     ----------
@@ -78,7 +83,12 @@ class MatryoshkaIndex:
     """
 
     def __init__(
-        self, d: int, metric: str = "cosine", precision: str = "float32", rerank: str | None = None
+        self,
+        d: int,
+        metric: str = "cosine",
+        precision: str = "float32",
+        rerank: str | None = None,
+        transform: str = "none",
     ) -> None:
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
             raise ValueError(f"d must be a positive integer, got d={d!r}")
@@ -93,8 +103,11 @@ class MatryoshkaIndex:
                 f"rerank={rerank!r} is for quantised precisions (int8, binary); "
                 f"precision={precision!r} already reranks in float"
             )
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.d = int(d)
         self.metric = metric
+        self.transform = transform
         self.precision = precision
         self.rerank = rerank
         self._store = Storage(self.d, precision)
@@ -130,6 +143,7 @@ class MatryoshkaIndex:
 
     def __repr__(self) -> str:
         extra = f", rerank={self.rerank!r}" if self.rerank else ""
+        extra += f", transform={self.transform!r}" if self.transform != "none" else ""
         return (
             f"MatryoshkaIndex(d={self.d}, metric={self.metric!r}, "
             f"precision={self.precision!r}{extra}, count={len(self)})"
@@ -151,6 +165,7 @@ class MatryoshkaIndex:
             "metric": self.metric,
             "precision": self.precision,
             "rerank": self.rerank,
+            "transform": self.transform,
             "count": len(self),
             "ids": "positions" if self._ids is None else "explicit",
             "next_id": self._next_id,
@@ -183,6 +198,7 @@ class MatryoshkaIndex:
         xb = check_matrix(xb, "xb")
         if xb.shape[1] != self.d:
             raise ValueError(f"xb has {xb.shape[1]} columns but the index holds d={self.d}")
+        xb = apply_transform(xb, self.transform) if self.transform != "none" else xb
         n = xb.shape[0]
         new_ids = new_ids_for(ids, n, self._next_id, self.ids)
         if n == 0:
@@ -331,6 +347,13 @@ class MatryoshkaIndex:
                 f"queries have {xq.shape[1]} columns; this search needs between {top} "
                 f"(its largest size) and d={self.d}"
             )
+        if self.transform != "none":  # the model's step on the full vector, as for the stored
+            if xq.shape[1] != self.d:
+                raise ValueError(
+                    f"transform {self.transform!r} works on full vectors: give queries of "
+                    f"d={self.d} columns, not {xq.shape[1]}"
+                )
+            xq = apply_transform(xq, self.transform)
         xq = xq.astype(np.float32, copy=False)
         nq = xq.shape[0]
         if len(self) == 0 or nq == 0:
@@ -443,6 +466,7 @@ class MatryoshkaIndex:
             rerank_store=self._float,
             ids=self._ids,
             ann=self.ann_,
+            transform=self.transform,
         )
         return save_index(parts, path, overwrite=overwrite)
 
@@ -469,7 +493,7 @@ class MatryoshkaIndex:
             truncated, corrupt or does not match the manifest. Nothing is unpickled.
         """
         parts = load_index(path, mmap=mmap, verify=verify)
-        index = cls(parts.d, parts.metric, parts.precision, parts.rerank)
+        index = cls(parts.d, parts.metric, parts.precision, parts.rerank, parts.transform)
         index._store, index._float, index._ids = parts.store, parts.rerank_store, parts.ids
         index._next_id, index.ann_ = parts.next_id, parts.ann
         index._handles, index._where = parts.handles, str(path)

@@ -39,6 +39,7 @@ from matryoshka._io import (
 from matryoshka.index.ann import make_ann
 from matryoshka.index.exact import METRICS
 from matryoshka.index.storage import PRECISIONS, Storage
+from matryoshka.index.vectors import TRANSFORMS
 
 __all__ = [
     "FORMAT",
@@ -72,6 +73,7 @@ class IndexParts:
     rerank_store: Storage | None  # the float copy for the last stage, when ``rerank`` is set
     ids: np.ndarray | None  # (N,) int64, or None while the ids are the positions 0..N-1
     ann: Any = None  # the approximate first stage (an ``ann`` stage), or None
+    transform: str = "none"  # the step applied to full vectors before slicing (vectors.py)
     handles: list[tuple[str, BinaryIO, int, int]] = field(default_factory=list)
     # memory-mapped files kept open: (name, file, size, mtime_ns), for check_files
 
@@ -127,6 +129,7 @@ def save_index(parts: IndexParts, path: str | os.PathLike, overwrite: bool = Fal
             "metric": parts.metric,
             "precision": parts.precision,
             "rerank": parts.rerank,
+            "transform": parts.transform,
             "count": len(parts.store),
             "next_id": parts.next_id,
             "panels": [list(b) for b in parts.store.bounds],
@@ -179,6 +182,7 @@ def _check_manifest(man: Any) -> None:
         "metric": man.get("metric") in METRICS,
         "precision": man.get("precision") in PRECISIONS,
         "rerank": man.get("rerank") in (None, "float16", "float32"),
+        "transform": man.get("transform", "none") in TRANSFORMS,
         "count": _is_int(man.get("count")),
         "next_id": _is_int(man.get("next_id")),
         "panels": isinstance(man.get("panels"), list),
@@ -290,6 +294,7 @@ def _empty_parts(folder: _Folder) -> tuple[IndexParts, int]:
     parts = IndexParts(
         d, man["metric"], precision, rerank, next_id=man["next_id"], store=Storage(d, precision),
         rerank_store=Storage(d, rerank) if rerank else None, ids=None,
+        transform=man.get("transform", "none"),
     )  # fmt: skip
     bounds = [tuple(b) for b in man["panels"]]
     if bounds != parts.store.bounds:
