@@ -25,6 +25,7 @@ ALLOWED = {
     "_io": set(),
     "_optional": set(),
     "_runtime": set(),
+    "_markdown": set(),
     "dims": set(),
     "nn": {"dims"},
     "models": {"nn", "dims"},

@@ -5,6 +5,7 @@ import copy
 import json
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -272,7 +273,9 @@ def test_config_and_pairs_errors(encoder):
         TextTrainConfig(method="mrl", trainer="sentence-transformers").check()
     with pytest.raises(ValueError, match="fit_st_trainer trains method 'st-peer' only"):
         fit_st_trainer(encoder, PAIRS, TextTrainConfig(method="mrl"))
-    with pytest.raises(ValueError, match=r"pairs\[1\] must be two non-empty strings"):
+    with pytest.raises(
+        ValueError, match=r"pairs\[1\] must be 2 non-empty strings \(anchor, positive\)"
+    ):
         fit_text(encoder, [("a", "b"), ("c", "")], TextTrainConfig(), progress=False)
     same = [("one query", "doc a"), ("one query", "doc b"), ("one query", "doc c")]
     with pytest.raises(ValueError, match="no batch of at least 2 pairs without repeated texts"):
@@ -308,7 +311,8 @@ def test_peer_loss_is_our_loss_summed_over_sizes(encoder):
     from sentence_transformers.sentence_transformer import losses
 
     from matryoshka.nn import MatryoshkaLoss, in_batch_contrastive_loss
-    from matryoshka.train.text import _embed, _features
+    from matryoshka.train.text_steps import embed as _embed
+    from matryoshka.train.text_steps import features as _features
 
     dims = [16, 64, 384]
     a, p = [x for x, _ in PAIRS[:6]], [y for _, y in PAIRS[:6]]
@@ -371,7 +375,7 @@ def test_st_trainer_runs_the_peer_and_logs_its_loss(encoder, tmp_path):
     if not is_training_available():
         pytest.skip("needs datasets and accelerate (pip install 'matryoshka[st]')")
     from matryoshka.nn import MatryoshkaLoss, in_batch_contrastive_loss
-    from matryoshka.train.text import _embed
+    from matryoshka.train.text_steps import embed as _embed
 
     model = copy.deepcopy(encoder)
     for m in model.modules():
@@ -401,3 +405,88 @@ def test_st_trainer_runs_the_peer_and_logs_its_loss(encoder, tmp_path):
     loaded, meta = load_text_model(path)
     assert meta["method"] == "st-peer"
     np.testing.assert_allclose(encode_texts(loaded, a, progress=False), X, atol=1e-5)
+
+
+def _no_dropout(model):
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("triples", [False, True])
+def test_cached_loss_has_the_gradient_of_the_in_batch_loss(encoder, triples):
+    """GradCache splits the batch into mini-batches; the loss and every gradient are the same."""
+    from matryoshka.train.text_steps import TextStepper, cached_backward, embed
+
+    data = [(a, p, PAIRS[(i + 3) % len(PAIRS)][1]) if triples else (a, p)
+            for i, (a, p) in enumerate(PAIRS)]  # fmt: skip
+    cols = [[row[c] for row in data] for c in range(len(data[0]))]
+    cfg = TextTrainConfig(method="mrl", dims=[16, 64, 384], batch_size=8, max_steps=1)
+    plain, cached = _no_dropout(copy.deepcopy(encoder)), _no_dropout(copy.deepcopy(encoder))
+    loss = TextStepper(plain, cfg, 1)._ours([embed(plain, c) for c in cols], {})
+    loss.backward()
+    stepper = TextStepper(cached, replace(cfg, loss="cached", mini_batch_size=3), 1)
+    cached_loss = cached_backward(cached, cols, 3, lambda embs: stepper._ours(embs, {}))
+    assert float(cached_loss) == pytest.approx(float(loss.detach()), rel=1e-5)
+    compared = 0
+    for (name, p1), (_, p2) in zip(plain.named_parameters(), cached.named_parameters()):
+        assert (p1.grad is None) == (p2.grad is None), name  # (the unused pooler has none)
+        if p1.grad is not None:
+            assert torch.allclose(p1.grad, p2.grad, rtol=1e-3, atol=1e-6), name
+            compared += 1
+    assert compared > 50
+    fit_text(
+        copy.deepcopy(encoder), data, replace(cfg, loss="cached", mini_batch_size=3), progress=False
+    )  # fmt: skip  (and it trains end to end)
+
+
+def test_prompts_go_in_front_of_the_texts(encoder, monkeypatch):
+    from matryoshka.train import text_steps
+
+    seen = []
+    embed = text_steps.embed
+    monkeypatch.setattr(text_steps, "embed", lambda m, texts: seen.append(texts) or embed(m, texts))
+    cfg = TextTrainConfig(method="mrl", dims=[16, 384], batch_size=4, max_steps=1,
+                          query_prompt="query: ", document_prompt="passage: ")  # fmt: skip
+    fit_text(copy.deepcopy(encoder), PAIRS[:4], cfg, progress=False)
+    assert all(t.startswith("query: ") for t in seen[0])
+    assert all(t.startswith("passage: ") for t in seen[1])
+    got = encode_texts(encoder, ["cats"], prompt="query: ", progress=False)
+    np.testing.assert_allclose(got, encode_texts(encoder, ["query: cats"], progress=False))
+
+
+def test_a_saved_text_model_has_a_card_and_its_sizes_in_config_json(encoder, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    save_text_model(encoder, tmp_path / "m", [16, 64, 384], base_model="all-MiniLM-L6-v2",
+                    data="pairs.jsonl", pairs=8, steps=2, progress=False)  # fmt: skip
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "base_model: all-MiniLM-L6-v2" in card and "- matryoshka" in card
+    assert "trained at sizes 16, 64, 384" in card and "pairs.jsonl (8 pairs, 2 steps)" in card
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["matryoshka_dimensions"] == [16, 64, 384] and config["is_matryoshka"]
+    model = SentenceTransformer(str(tmp_path / "m"), truncate_dim=64)  # other tools still load it
+    assert model.encode(["a cat"]).shape == (1, 64)
+
+
+def test_settings_a_method_ignores_are_refused():
+    with pytest.raises(ValueError, match="weights apply to the nested sizes; method 'plain'"):
+        TextTrainConfig(method="plain", weights=[1, 2]).check()
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TextTrainConfig(loss="triplet").check()
+
+
+def test_the_models_own_token_limit_is_kept_unless_set(encoder):
+    model = copy.deepcopy(encoder)
+    model.max_seq_length = 48
+    fit_text(model, PAIRS[:4], TextTrainConfig(dims=[16, 384], batch_size=4, max_steps=1),
+             progress=False)  # fmt: skip
+    assert model.max_seq_length == 48
+
+
+def test_loading_and_saving_can_be_quiet(encoder, tmp_path, capfd):
+    save_text_model(encoder, tmp_path / "q", [16, 384], progress=False)
+    load_text_model(tmp_path / "q", progress=False)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err

@@ -28,6 +28,7 @@ from matryoshka.data.images import (
     normalize,
     random_crop_flip,
 )
+from matryoshka.data.records import TEXT_FORMATS, Texts, load_pairs, load_texts, read_records
 from matryoshka.data.splits import dataset_labels, split_holdout, stratified_indices
 from matryoshka.data.text import (
     BeirDataset,
@@ -43,6 +44,11 @@ from matryoshka.data.text import (
 )
 
 __all__ = [
+    "TEXT_FORMATS",
+    "Texts",
+    "load_pairs",
+    "load_texts",
+    "read_records",
     "BeirDataset",
     "StsPairs",
     "beir_train_pairs",

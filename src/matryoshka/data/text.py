@@ -128,14 +128,15 @@ def _get_id(obj: dict[str, Any], path: Path, n: int) -> str:
     raise ValueError(f"{path}, line {n}: no '_id' (or 'id') field; keys are {sorted(obj)}")
 
 
-def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """A corpus in JSONL: one ``{"_id", "title"?, "text"}`` object a line (``id`` also accepted).
 
-    Works for a BEIR ``corpus.jsonl`` and for a user's own documents.
+    Works for a BEIR ``corpus.jsonl`` and for a user's own documents; any other field of a line
+    (a label, a date) is kept in the document's dict beside ``title`` and ``text``.
 
     Returns
     -------
-    dict of doc id -> {"title": str, "text": str}, in file order
+    dict of doc id -> {"title": str, "text": str, other fields...}, in file order
     """
     path = _need_file(Path(path), "corpus file")
     corpus: dict[str, dict[str, str]] = {}
@@ -146,7 +147,8 @@ def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
         if not isinstance(obj.get("text"), str):
             raise ValueError(f"{path}, line {n}: document {doc_id!r} has no string 'text' field")
         title = obj.get("title") or ""
-        corpus[doc_id] = {"title": str(title), "text": obj["text"]}
+        extra = {k: v for k, v in obj.items() if k not in ("_id", "id", "title", "text")}
+        corpus[doc_id] = {"title": str(title), "text": obj["text"], **extra}  # extras kept
     if not corpus:
         raise ValueError(f"{path} holds no documents")
     return corpus

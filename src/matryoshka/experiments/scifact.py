@@ -171,7 +171,9 @@ class ScifactConfig:
     data_dir: str | Path | None = None
     stsb_dir: str | Path | None = None
     model: str | Path | None = None
-    base: TextTrainConfig = field(default_factory=lambda: TextTrainConfig(dims=list(DIMS)))
+    base: TextTrainConfig = field(
+        default_factory=lambda: TextTrainConfig(dims=list(DIMS), max_seq_length=256)
+    )
     recipes: Mapping[str, TextTrainConfig] | None = None
     extra_recipes: Sequence[str] = ()
     default_methods: bool = True

@@ -7,8 +7,9 @@ sentence-transformers (``pip install 'matryoshka[text]'``) loads inside these fu
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,17 @@ import numpy as np
 
 from matryoshka._optional import require
 
-__all__ = ["encode_texts", "load_sentence_encoder", "minilm_path", "require_sentence_transformers"]
+__all__ = [
+    "DEFAULT_BASE",
+    "encode_texts",
+    "load_sentence_encoder",
+    "minilm_path",
+    "quiet_transformers",
+    "require_sentence_transformers",
+]
+
+
+DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"  # the packaged default encoder
 
 
 def require_sentence_transformers() -> Any:
@@ -30,11 +41,32 @@ def minilm_path() -> Path:
     return Path(package.get_model_path())
 
 
+@contextlib.contextmanager
+def quiet_transformers(quiet: bool = True) -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards")."""
+    if not quiet:
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers brings transformers
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_sentence_encoder(
     name_or_path: str | os.PathLike | None = None,
     device: str = "cpu",
     max_seq_length: int | None = None,
     truncate_dim: int | None = None,
+    progress: bool = True,
 ) -> Any:
     """A ``SentenceTransformer`` from a local folder or a Hub name.
 
@@ -49,6 +81,8 @@ def load_sentence_encoder(
         Longer inputs are cut to this many tokens (all-MiniLM-L6-v2: 256 by default).
     truncate_dim : int, optional
         Keep only the first ``truncate_dim`` columns of every embedding.
+    progress : bool
+        Show transformers' loading bar.
     """
     st = require_sentence_transformers()
     if name_or_path is None:
@@ -59,7 +93,8 @@ def load_sentence_encoder(
         raise FileNotFoundError(f"no model folder at {name_or_path}")  # a path, not a Hub name
     if max_seq_length is not None and max_seq_length < 1:
         raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
-    model = st.SentenceTransformer(str(name_or_path), device=device, truncate_dim=truncate_dim)
+    with quiet_transformers(not progress):
+        model = st.SentenceTransformer(str(name_or_path), device=device, truncate_dim=truncate_dim)
     if max_seq_length is not None:
         model.max_seq_length = int(max_seq_length)
     return model
@@ -72,6 +107,7 @@ def encode_texts(
     progress: bool = True,
     max_seq_length: int | None = None,
     desc: str | None = None,
+    prompt: str | None = None,
 ) -> np.ndarray:
     """Encode texts once at the model's full size.
 
@@ -84,6 +120,9 @@ def encode_texts(
         Show a progress bar.
     max_seq_length : int, optional
         Set the model's token limit first (it stays set).
+    prompt : str, optional
+        Put in front of every text, e.g. ``"query: "`` or ``"search_document: "`` for models
+        trained with prompts.
 
     Returns
     -------
@@ -107,6 +146,8 @@ def encode_texts(
         return np.zeros((0, d or 0), dtype=np.float32)
     if progress and desc:
         print(desc, flush=True)
+    if prompt:
+        texts = [prompt + t for t in texts]
     X = model.encode(
         texts,
         batch_size=batch_size,

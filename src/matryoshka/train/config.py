@@ -169,6 +169,7 @@ def _between(
 
 
 TEXT_METHODS = ("mrl", "plain", "st-peer")
+TEXT_LOSSES = ("in-batch", "cached")
 
 
 @dataclass
@@ -180,8 +181,8 @@ class TextTrainConfig:
     """
 
     method: str = "mrl"  # one of TEXT_METHODS
-    dims: list[int] | None = None  # nested sizes; default 16, 32, ..., d
-    weights: list[float] | None = None  # one loss weight per size (default all 1)
+    dims: list[int] | None = None  # nested sizes (plain: the sizes it is meant to be cut to)
+    weights: list[float] | None = None  # one loss weight per size (default all 1; not for plain)
     epochs: int = 1
     max_steps: int | None = None  # stop after this many steps (default: epochs x batches)
     batch_size: int = 32
@@ -191,11 +192,15 @@ class TextTrainConfig:
     temperature: float = 0.05  # similarities / temperature (0.05 = sentence-transformers' scale 20)
     symmetric: bool = False  # also rank anchors for each positive
     distill: float = 0.0  # weight of the full-size -> prefix ranking distillation ("mrl" only)
-    max_seq_length: int | None = 256
+    max_seq_length: int | None = None  # tokens per text (default: the model's own limit)
     no_duplicates: bool = True
     max_grad_norm: float = 1.0
     seed: int = 42
     trainer: str = "loop"  # "loop" (ours, every method) or "sentence-transformers" ("st-peer")
+    loss: str = "in-batch"  # in-batch | cached (GradCache: large batches in mini-batches)
+    mini_batch_size: int = 32  # cached: texts per forward pass
+    query_prompt: str | None = None  # put before every anchor (e.g. "query: ")
+    document_prompt: str | None = None  # put before every positive and negative
     extra: dict[str, Any] = field(default_factory=dict)  # free notes (e.g. which pairs)
 
     def check(self) -> None:
@@ -225,6 +230,12 @@ class TextTrainConfig:
             raise ValueError(
                 f"trainer must be 'loop' or 'sentence-transformers', got {self.trainer!r}"
             )
+        if self.loss not in TEXT_LOSSES:
+            raise ValueError(f"loss must be one of {TEXT_LOSSES}, got {self.loss!r}")
+        if self.mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be at least 1, got {self.mini_batch_size}")
+        if self.method == "plain" and self.weights is not None:
+            raise ValueError("weights apply to the nested sizes; method 'plain' trains one size")
         if self.trainer == "sentence-transformers" and self.method != "st-peer":
             raise ValueError(
                 f"trainer 'sentence-transformers' runs method 'st-peer' only, not {self.method!r}"

@@ -1,4 +1,4 @@
-"""Matryoshka fine-tuning of a sentence-transformers encoder on (anchor, positive) text pairs.
+"""Matryoshka fine-tuning of a sentence-transformers encoder on text pairs (or triples).
 
 Paper: Kusupati et al., "Matryoshka Representation Learning", https://arxiv.org/abs/2205.13147
 
@@ -6,10 +6,12 @@ One small loop trains three methods on the same batches, schedule and seed, so t
 only in the loss:
 
 * ``"mrl"``: our :class:`~matryoshka.nn.MatryoshkaLoss` around :func:`in_batch_contrastive_loss`
-  on every renormalised prefix of one forward pass per column; per-size losses are logged every
-  step. Optional ``distill`` adds, for each smaller size, the KL divergence from the full-size
-  in-batch score distribution (detached) to the prefix's, which pulls prefix rankings toward the
-  full-size ranking.
+  on every renormalised prefix of one forward pass per column (anchors, positives and, given
+  triples, hard negatives, which join the in-batch negatives); per-size losses are logged every
+  step. ``loss="cached"`` computes the same loss with GradCache for batches larger than memory.
+  Optional ``distill`` adds, for each smaller size, the KL divergence from the full-size in-batch
+  score distribution (detached) to the prefix's, which pulls prefix rankings toward the full-size
+  ranking.
 * ``"plain"``: the same contrastive loss at full size only (a plain fine-tune, no nesting).
 * ``"st-peer"``: sentence-transformers' own ``MatryoshkaLoss(MultipleNegativesRankingLoss)``
   (the peer), with its own forward caching, inside the same loop.
@@ -20,8 +22,9 @@ in-batch negative is a copy of a positive). :func:`fit_st_trainer` runs the peer
 ``SentenceTransformerTrainer`` itself where ``datasets`` and ``accelerate`` are installed.
 
 A trained model is saved with :func:`save_text_model` as a sentence-transformers folder plus
-``matryoshka.json`` (sizes, recipe, loss log), so ``SentenceTransformer(path, truncate_dim=m)``
-loads it.
+``matryoshka.json`` (sizes, recipe, loss log), a model card of its own and
+``matryoshka_dimensions`` in ``config.json``, so ``SentenceTransformer(path, truncate_dim=m)``
+loads it and other tools know its sizes.
 """
 
 from __future__ import annotations
@@ -29,26 +32,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from matryoshka._io import FolderKind, atomic_dir, resolve_dir, write_json
+from matryoshka._io import FolderKind, atomic_dir, resolve_dir, write_json, write_text
 from matryoshka._runtime import progress_bar
-from matryoshka.dims import nesting_dims, truncate, validate_dims, validate_weights
-from matryoshka.models.text import load_sentence_encoder, require_sentence_transformers
-from matryoshka.nn.loss import MatryoshkaLoss, in_batch_contrastive_loss
+from matryoshka.dims import nesting_dims, validate_dims, validate_weights
+from matryoshka.models.text import (
+    load_sentence_encoder,
+    quiet_transformers,
+    require_sentence_transformers,
+)
+from matryoshka.train.cards import mark_matryoshka_config, text_card
 from matryoshka.train.config import TEXT_METHODS, TextTrainConfig
+from matryoshka.train.text_batches import check_pairs, epoch_batches, no_duplicate_batches
+from matryoshka.train.text_steps import TextStepper, st_losses
 
 __all__ = [
     "TEXT_METHODS",
@@ -65,166 +70,10 @@ META_FILE = "matryoshka.json"
 TEXT_MODEL_FOLDER = FolderKind("matryoshka text model", META_FILE, keys=("d", "dims"))
 
 
-def _check_pairs(pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[str, str]]:
-    pairs = list(pairs)
-    for i, p in enumerate(pairs):
-        if len(p) != 2 or not all(isinstance(t, str) and t for t in p):
-            raise ValueError(
-                f"pairs[{i}] must be two non-empty strings (anchor, positive), got {p!r}"
-            )
-    if len(pairs) < 2:
-        raise ValueError(f"need at least 2 pairs for in-batch negatives, got {len(pairs)}")
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be at least 2 for in-batch negatives, got {batch_size}")
-    return pairs
-
-
-def no_duplicate_batches(
-    pairs: Sequence[tuple[str, str]], batch_size: int, seed: int, epoch: int = 0
-) -> list[list[int]]:
-    """Shuffled batches of pair indices in which no text appears twice.
-
-    A pair whose anchor or positive is already in the batch waits for a later batch, as in
-    sentence-transformers' ``NoDuplicatesBatchSampler``; the last batch may be smaller.
-
-    Returns
-    -------
-    list of lists of int, every index once, ``ceil(n / batch_size)`` batches when duplicates allow
-    """
-    g = torch.Generator().manual_seed(seed + epoch)
-    remaining = torch.randperm(len(pairs), generator=g).tolist()
-    batches = []
-    while remaining:
-        batch: list[int] = []
-        seen: set[str] = set()
-        rest = []
-        for i in remaining:
-            a, p = pairs[i]
-            if len(batch) < batch_size and a not in seen and p not in seen:
-                batch.append(i)
-                seen.update((a, p))
-            else:
-                rest.append(i)
-        batches.append(batch)
-        remaining = rest
-    return batches
-
-
-def _shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _features(model: Any, texts: list[str]) -> dict[str, Any]:
-    """Tokenised inputs on the model's device."""
-    features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
-    return {k: (v.to(model.device) if isinstance(v, Tensor) else v) for k, v in features.items()}
-
-
-def _embed(model: Any, texts: list[str]) -> Tensor:
-    """One forward pass: (B, d) sentence embeddings, with gradients."""
-    return model(_features(model, texts))["sentence_embedding"]
-
-
-def _distill_loss(a: Tensor, p: Tensor, dims: Sequence[int], temperature: float) -> Tensor:
-    """Mean over sizes below d of KL(full-size in-batch distribution || prefix distribution)."""
-    d = a.shape[1]
-    full = (truncate(a, d) @ truncate(p, d).T).float() / temperature  # (B, B)
-    target = F.softmax(full.detach(), dim=-1)
-    terms = []
-    for m in dims:
-        if m >= d:
-            continue
-        s = (truncate(a, m) @ truncate(p, m).T).float()  # (B, B), prefixes renormalised
-        terms.append(
-            F.kl_div(F.log_softmax(s / temperature, dim=-1), target, reduction="batchmean")
-        )
-    return torch.stack(terms).mean() if terms else a.new_zeros(())
-
-
-def _adamw(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW, fused where the device allows: on CPU the per-tensor loop costs ~8x more."""
-    params = list(params)
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def _st_losses() -> Any:
-    """sentence-transformers' losses module (moved under ``sentence_transformer`` in v6)."""
-    st = require_sentence_transformers()
-    try:
-        from sentence_transformers.sentence_transformer import losses
-    except ImportError:  # sentence-transformers < 6
-        losses = st.losses
-    return losses
-
-
-def _lr_lambda(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
-    if step < warmup:
-        return step / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-class _Stepper:
-    """One optimisation step of a text fine-tune: the loss of a batch of pairs, then AdamW."""
-
-    def __init__(self, model: Any, cfg: TextTrainConfig, total: int) -> None:
-        d = model.get_embedding_dimension()
-        dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
-        self.dims = (d,) if cfg.method == "plain" else dims
-        weights = validate_weights(cfg.weights, dims) if cfg.method != "plain" else (1.0,)
-        self.model, self.cfg = model, cfg
-        random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        criterion = partial(
-            in_batch_contrastive_loss, temperature=cfg.temperature, symmetric=cfg.symmetric
-        )
-        self.ours = MatryoshkaLoss(criterion, self.dims, weights, slice_embeddings=True,
-                                   normalize=True)  # fmt: skip
-        self.peer = None
-        if cfg.method == "st-peer":
-            losses = _st_losses()
-            mnrl = losses.MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
-            # the peer's own order: largest size first, weights follow their sizes
-            self.peer = losses.MatryoshkaLoss(model, mnrl, list(self.dims), list(weights))
-        warmup = math.ceil(cfg.warmup_ratio * total)
-        self.opt = _adamw(model.parameters(), cfg.lr, cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, partial(_lr_lambda, warmup=warmup, total=total)
-        )
-
-    def __call__(self, anchors: list[str], positives: list[str], row: dict[str, float]) -> float:
-        """Train on one batch; per-size losses go into ``row``; returns the total loss."""
-        cfg, model = self.cfg, self.model
-        if self.peer is not None:
-            feats = [_features(model, anchors), _features(model, positives)]
-            loss = self.peer(feats, None)
-        else:
-            a = _embed(model, anchors)  # (B, d), one forward pass per column
-            p = _embed(model, positives)  # (B, d)
-            loss, per_size = self.ours((a, p))  # every size sliced from those two passes
-            row.update({f"loss@{m}": float(v) for m, v in per_size.items()})
-            if cfg.distill:
-                kl = _distill_loss(a, p, self.dims, cfg.temperature)
-                row["distill"] = float(kl.detach())
-                loss = loss + cfg.distill * kl
-        loss.backward()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-
-def _epoch_batches(pairs: list[tuple[str, str]], cfg: TextTrainConfig, epoch: int) -> list:
-    if cfg.no_duplicates:
-        return no_duplicate_batches(pairs, cfg.batch_size, cfg.seed, epoch)
-    return _shuffled_batches(len(pairs), cfg.batch_size, cfg.seed, epoch)
+def _columns(pairs: list[tuple[str, ...]], idx: list[int], cfg: TextTrainConfig) -> list[list]:
+    """The batch's texts by column (anchors, positives[, negatives]), prompts put in front."""
+    prompts = [cfg.query_prompt or ""] + [cfg.document_prompt or ""] * (len(pairs[0]) - 1)
+    return [[prompt + pairs[i][c] for i in idx] for c, prompt in enumerate(prompts)]
 
 
 def _epoch_means(rows: list[dict[str, float]], epoch: int) -> dict[str, float]:
@@ -240,20 +89,22 @@ def _epoch_means(rows: list[dict[str, float]], epoch: int) -> dict[str, float]:
 
 def fit_text(
     model: Any,
-    pairs: Sequence[tuple[str, str]],
+    pairs: Sequence[tuple[str, ...]],
     cfg: TextTrainConfig,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune ``model`` in place on (anchor, positive) pairs with in-batch negatives.
+    """Fine-tune ``model`` in place on (anchor, positive[, negative]) texts, in-batch negatives.
 
     Parameters
     ----------
     model : SentenceTransformer
-    pairs : sequence of (str, str)
-        E.g. (query, relevant document) from :func:`matryoshka.data.text.beir_train_pairs`.
+    pairs : sequence of (str, str) or (str, str, str)
+        E.g. (query, relevant document) from :func:`matryoshka.data.text.beir_train_pairs`, or
+        triples whose third text is a hard negative (:func:`matryoshka.data.load_pairs`).
     cfg : TextTrainConfig
-        ``cfg.method`` picks the loss: ``"mrl"``, ``"plain"`` or ``"st-peer"``;
-        ``cfg.trainer="sentence-transformers"`` hands ``"st-peer"`` to :func:`fit_st_trainer`.
+        ``cfg.method`` picks the loss: ``"mrl"``, ``"plain"`` or ``"st-peer"``; ``cfg.loss``
+        ``"in-batch"`` or ``"cached"``; ``cfg.trainer="sentence-transformers"`` hands
+        ``"st-peer"`` to :func:`fit_st_trainer`.
     progress : bool
         Show a progress bar with the loss.
 
@@ -267,11 +118,11 @@ def fit_text(
     cfg.check()
     if cfg.trainer == "sentence-transformers":
         return fit_st_trainer(model, pairs, cfg, progress=progress)
-    pairs = _check_pairs(pairs, cfg.batch_size)
-    if cfg.max_seq_length is not None:
+    pairs = check_pairs(pairs, cfg.batch_size)
+    if cfg.max_seq_length is not None:  # otherwise the model keeps the limit it was loaded with
         model.max_seq_length = int(cfg.max_seq_length)
     total = cfg.max_steps or cfg.epochs * math.ceil(len(pairs) / cfg.batch_size)
-    step_fn = _Stepper(model, cfg, total)
+    step_fn = TextStepper(model, cfg, total)
     history: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
     step, epoch, t0 = 0, 0, time.perf_counter()
@@ -280,13 +131,13 @@ def fit_text(
     try:
         while step < total:
             first = len(history)
-            for idx in _epoch_batches(pairs, cfg, epoch):
+            for idx in epoch_batches(pairs, cfg.batch_size, cfg.seed, epoch, cfg.no_duplicates):
                 if step >= total:
                     break
                 if len(idx) < 2:  # a lone pair has no negatives
                     continue
                 row = {"step": step + 1, "epoch": epoch, "lr": step_fn.sched.get_last_lr()[0]}
-                row["loss"] = step_fn([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], row)
+                row["loss"] = step_fn(_columns(pairs, idx, cfg), row)
                 history.append(row)
                 step += 1
                 bar.update(1)
@@ -311,23 +162,32 @@ def save_text_model(
     path: str | os.PathLike,
     dims: Sequence[int],
     overwrite: bool = False,
+    progress: bool = True,
     **meta: Any,
 ) -> Path:
-    """Save a sentence-transformers folder and ``matryoshka.json`` (sizes, ``meta``), atomically.
+    """Save a sentence-transformers folder, ``matryoshka.json`` and a model card, atomically.
 
-    ``dims`` are the sizes the model is meant to be cut to (all sizes for a plain fine-tune).
-    Load with :func:`load_text_model` or ``SentenceTransformer(path, truncate_dim=m)``.
+    ``dims`` are the sizes the model is meant to be cut to (all sizes for a plain fine-tune);
+    ``meta`` (``base_model``, ``data``, ``config``, ...) goes into ``matryoshka.json`` and the
+    card (``README.md``); ``config.json`` gains ``matryoshka_dimensions``. Load with
+    :func:`load_text_model` or ``SentenceTransformer(path, truncate_dim=m)``.
     """
     d = model.get_embedding_dimension()
     dims = list(validate_dims(dims, d))
     with atomic_dir(path, TEXT_MODEL_FOLDER, overwrite=overwrite) as tmp:
-        model.save(str(tmp))
+        with quiet_transformers(not progress):
+            model.save(str(tmp))
         write_json(tmp / META_FILE, {"format": 1, "d": d, "dims": dims, **meta})
+        write_text(tmp / "README.md", text_card(Path(path).name, d, dims, meta))
+        mark_matryoshka_config(tmp, dims)
     return Path(path)
 
 
 def load_text_model(
-    path: str | os.PathLike, truncate_dim: int | None = None, device: str = "cpu"
+    path: str | os.PathLike,
+    truncate_dim: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """A model saved by :func:`save_text_model` and its ``matryoshka.json``.
 
@@ -341,20 +201,44 @@ def load_text_model(
     meta = json.loads(meta_path.read_text())
     if truncate_dim is not None and not 1 <= int(truncate_dim) <= int(meta["d"]):
         raise ValueError(f"truncate_dim must be between 1 and d={meta['d']}, got {truncate_dim}")
-    return load_sentence_encoder(path, device=device, truncate_dim=truncate_dim), meta
+    model = load_sentence_encoder(path, device=device, truncate_dim=truncate_dim,
+                                  progress=progress)  # fmt: skip
+    return model, meta
+
+
+def _st_dataset(pairs: list[tuple[str, ...]], cfg: TextTrainConfig) -> Any:
+    from datasets import Dataset
+
+    names = ["anchor", "positive", "negative"][: len(pairs[0])]
+    columns = {n: [p[i] for p in pairs] for i, n in enumerate(names)}
+    prompts = {"anchor": cfg.query_prompt, "positive": cfg.document_prompt,
+               "negative": cfg.document_prompt}  # fmt: skip
+    return Dataset.from_dict({n: [(prompts[n] or "") + t for t in v] for n, v in columns.items()})
+
+
+def _st_loss(model: Any, cfg: TextTrainConfig, dims: Sequence[int], weights: Any) -> Any:
+    losses = st_losses()
+    if cfg.loss == "cached":
+        inner = losses.CachedMultipleNegativesRankingLoss(
+            model, scale=1.0 / cfg.temperature, mini_batch_size=cfg.mini_batch_size
+        )
+    else:
+        inner = losses.MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
+    return losses.MatryoshkaLoss(model, inner, list(dims), list(weights))
 
 
 def fit_st_trainer(
     model: Any,
-    pairs: Sequence[tuple[str, str]],
+    pairs: Sequence[tuple[str, ...]],
     cfg: TextTrainConfig,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The peer trained by sentence-transformers' own ``SentenceTransformerTrainer``.
 
-    ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` over ``cfg.dims`` with the trainer's
-    ``NO_DUPLICATES`` batch sampler, ``cfg.seed``, ``cfg.lr`` and ``cfg.warmup_ratio``. Needs
-    ``datasets`` and ``accelerate`` (``pip install 'matryoshka[st]'``); without them use
+    ``MatryoshkaLoss`` around ``MultipleNegativesRankingLoss`` (``cfg.loss="cached"``: its
+    cached, GradCache form) over ``cfg.dims``, with the trainer's ``NO_DUPLICATES`` batch
+    sampler, ``cfg.seed``, ``cfg.lr`` and ``cfg.warmup_ratio``; triples give hard negatives.
+    Needs ``datasets`` and ``accelerate`` (``pip install 'matryoshka[st]'``); without them use
     :func:`fit_text` with ``method="st-peer"``, the same loss in our loop.
 
     Returns
@@ -375,18 +259,12 @@ def fit_st_trainer(
             "accelerate, or pip install 'matryoshka[st]' (or run fit_text with "
             "method='st-peer', the same loss in our loop)"
         )
-    from datasets import Dataset
-
-    pairs = _check_pairs(pairs, cfg.batch_size)
+    pairs = check_pairs(pairs, cfg.batch_size)
     d = model.get_embedding_dimension()
     dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
     weights = validate_weights(cfg.weights, dims)
     if cfg.max_seq_length is not None:
         model.max_seq_length = int(cfg.max_seq_length)
-    data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
-    losses = _st_losses()
-    mnrl = losses.MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
-    loss = losses.MatryoshkaLoss(model, mnrl, list(dims), list(weights))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         args = st.SentenceTransformerTrainingArguments(
@@ -407,8 +285,9 @@ def fit_st_trainer(
             disable_tqdm=not progress,
         )
         trainer = st.SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=data, loss=loss
-        )
+            model=model, args=args, train_dataset=_st_dataset(pairs, cfg),
+            loss=_st_loss(model, cfg, dims, weights),
+        )  # fmt: skip
         out_state = trainer.train()
         history = [r for r in trainer.state.log_history if "loss" in r]
     model.eval()
