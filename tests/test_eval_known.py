@@ -67,3 +67,46 @@ def test_evaluate_embeddings_assembles_every_size():
     assert res["dims"] == {m: pytest.approx(v) for m, v in expected.items()}
     probe = evaluate_embeddings("pca", XTR, YTR, XTE, YTE, [1], probe=True, knn=False)
     assert set(probe["dims"][1]) == {"top1"}
+
+
+# two tight pairs, each pair split between labels 0 and 1: a row's nearest other row is its
+# partner, of the other label
+_PAIRS = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]], dtype=np.float32)
+_LABELS = np.array([0, 1, 0, 1])
+
+
+def test_knn_with_the_corpus_as_queries_excludes_each_row_itself():
+    from matryoshka.eval.retrieval import knn_label_accuracy
+
+    assert knn_label_accuracy(_PAIRS, _LABELS, _PAIRS, _LABELS) == 1.0  # each row finds itself
+    assert knn_label_accuracy(_PAIRS, _LABELS, _PAIRS, _LABELS, exclude_self=True) == 0.0
+    got = knn1_top1(_PAIRS, _LABELS, _PAIRS, _LABELS, sizes=[1, 2], exclude_self=True)
+    assert got[2] == 0.0
+    with pytest.raises(ValueError, match="must be the database"):
+        knn_label_accuracy(_PAIRS[:3], _LABELS[:3], _PAIRS, _LABELS, exclude_self=True)
+
+
+def test_retrieval_with_the_corpus_as_queries_excludes_each_document_itself():
+    from matryoshka.eval.text import retrieval_per_size
+
+    ids = ["a", "b", "c", "d"]
+    qrels = {"a": {"b": 1}, "b": {"a": 1}, "c": {"d": 1}, "d": {"c": 1}}
+    kw = {"sizes": [2], "metrics": ["ndcg@10", "precision@1"]}
+    with_self = retrieval_per_size(_PAIRS, _PAIRS, ids, ids, qrels, **kw)["dims"][2]
+    without = retrieval_per_size(_PAIRS, _PAIRS, ids, ids, qrels, exclude_self=True, **kw)
+    assert with_self["precision@1"] == 0.0  # every query's first hit is itself
+    assert without["dims"][2] == {"ndcg@10": 1.0, "precision@1": 1.0}  # then its partner
+    with pytest.raises(ValueError, match="must be documents of the corpus"):
+        retrieval_per_size(_PAIRS, _PAIRS, ["q", *ids[1:]], ids, qrels, [2], exclude_self=True)
+
+
+def test_an_ff_model_reports_its_own_size_only():
+    from matryoshka.nn import FixedFeatureHead
+
+    head = FixedFeatureHead(3, 3)
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.tensor(W, dtype=torch.float32))
+        head.linear.bias.zero_()
+    # its classifier was trained at size 3 only: sizes 1 and 2 would be the model cut short
+    assert head_top1(head, XTE, YTE, [1, 2, 3]) == {3: 1.0}
+    assert not head.can_classify(2) and head.can_classify(3)

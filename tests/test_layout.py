@@ -17,6 +17,7 @@ LEAVES = {
     "_io",
     "_optional",
     "_runtime",
+    "_markdown",
 }  # leaf helpers: anything may import them, they import nothing
 # every layer below the experiments and the command line ("root": matryoshka/__init__.py)
 _BELOW_TOP = {"root", "dims", "nn", "models", "data", "train", "eval", "index", "viz"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,10 +46,17 @@ def _load_npy(path: str, what: str, column: str | None = None) -> np.ndarray:
 
 
 def _read(path: str, column: str | None, ids_column: str | None):
+    """Vectors, ids from a column (or None) and row names (or None), from a file or a folder
+    written by ``matryoshka embed``."""
     from matryoshka.index import read_vectors
 
+    if Path(path).is_dir():
+        from matryoshka.eval import load_embeddings
+
+        x, _, meta = load_embeddings(path)
+        return x, None, meta.get("names")
     try:
-        return read_vectors(path, column, ids_column)
+        return (*read_vectors(path, column, ids_column), None)
     except FileNotFoundError:
         raise FileNotFoundError(f"embeddings file not found: {path}") from None
 
@@ -79,7 +87,7 @@ def _build(args: argparse.Namespace) -> int:
     from matryoshka.index.manifest import INDEX_FOLDER
 
     check_destination(args.out, INDEX_FOLDER, args.overwrite)
-    x, file_ids = _read(args.embeddings, args.column, args.ids_column)
+    x, file_ids, names = _read(args.embeddings, args.column, args.ids_column)
     d = x.shape[1] if args.dim is None else args.dim
     if not 1 <= d <= x.shape[1]:
         raise ValueError(f"--dim must be between 1 and the embeddings' {x.shape[1]} columns")
@@ -98,7 +106,11 @@ def _build(args: argparse.Namespace) -> int:
     with progress_bar(len(x), "index", args.quiet) as bar:
         for s in range(0, len(x), args.batch):
             e = min(len(x), s + args.batch)
-            index.add(np.asarray(x[s:e, :d], dtype=np.float32), None if ids is None else ids[s:e])
+            index.add(
+                np.asarray(x[s:e, :d], dtype=np.float32),
+                None if ids is None else ids[s:e],
+                None if names is None else names[s:e],
+            )
             bar.update(e - s)
     if args.ann:
         print(f"building {args.ann} at size {args.ann_dim} ...", file=sys.stderr)
@@ -108,17 +120,46 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_results(D: np.ndarray, I: np.ndarray, out: str | None) -> None:  # noqa: E741
+def _queries(args: argparse.Namespace) -> tuple[np.ndarray, list[str] | None]:
+    """The query vectors (nq, d) and their names: from a file or an embed folder, or texts
+    encoded here with ``--model`` (``--text`` one by one, ``--texts`` a file)."""
+    given = [f for f, v in (("--queries", args.queries), ("--text", args.text),
+                            ("--texts", args.texts)) if v]  # fmt: skip
+    if len(given) != 1:
+        raise ValueError(
+            f"give exactly one of --queries, --text and --texts, got {given or 'none'}"
+        )
+    if args.queries:
+        x, _, names = _read(args.queries, args.column, None)
+        return x, names
+    if not args.model:
+        raise ValueError(f"{given[0]} needs --model, the text model that made the index")
+    from matryoshka.data import load_texts
+    from matryoshka.models.text import encode_texts, load_sentence_encoder
+
+    if args.texts:
+        texts = load_texts(args.texts, args.text_column, args.id_column)
+        strings, names = texts.texts, texts.ids
+    else:
+        strings, names = list(args.text), None
+    model = load_sentence_encoder(args.model, progress=False)
+    return encode_texts(model, strings, progress=False, prompt=args.prompt), names
+
+
+def _write_results(D: np.ndarray, I: np.ndarray, out: str | None, names=None, qnames=None) -> None:  # noqa: E741
     from matryoshka._io import atomic_file
 
     if out and out.endswith(".npz"):
         with atomic_file(out) as f:
             np.savez(f, D=D, I=I)
         return
-    lines = "".join(
-        json.dumps({"query": i, "ids": ids.tolist(), "scores": [float(v) for v in ds]}) + "\n"
-        for i, (ds, ids) in enumerate(zip(D, I, strict=True))
-    )
+    rows = [{"query": i, "ids": ids.tolist(), "scores": [float(v) for v in ds]}
+            for i, (ds, ids) in enumerate(zip(D, I, strict=True))]  # fmt: skip
+    for row, named in zip(rows, names or [], strict=False):
+        row["names"] = named  # the corpus's own ids, when the index holds them
+    for row, qname in zip(rows, qnames or [], strict=False):
+        row["query_name"] = qname
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
     if out:
         with atomic_file(out, "w") as f:
             f.write(lines)
@@ -131,7 +172,7 @@ def _search(args: argparse.Namespace) -> int:
     from matryoshka.index import MatryoshkaIndex, parse_funnel
 
     index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
-    xq = _load_npy(args.queries, "queries", args.column)
+    xq, query_names = _queries(args)
     funnel = parse_funnel(args.funnel, "--funnel") if args.funnel is not None else None
     k = 10 if args.k is None and funnel is None else args.k
     if args.batch < 1:
@@ -161,7 +202,8 @@ def _search(args: argparse.Namespace) -> int:
     width = funnel[-1][1] if funnel else k
     D = np.concatenate(Ds) if Ds else np.empty((0, width), np.float32)
     I = np.concatenate(Is) if Is else np.empty((0, width), np.int64)  # noqa: E741
-    _write_results(D, I, args.out)
+    names = index.names_of(I) if index.names is not None else None
+    _write_results(D, I, args.out, names, query_names)
     if args.out:
         print(f"wrote {args.out}: {len(I)} queries x {I.shape[1]} results", file=sys.stderr)
     return 0
@@ -234,7 +276,11 @@ def _add_build(isub: argparse._SubParsersAction) -> None:
             "and renamed into place.",
         )
     )
-    b.add_argument("embeddings", help="embeddings (N, d): .npy, .npz, .parquet or .jsonl")
+    b.add_argument(
+        "embeddings",
+        help="embeddings (N, d): .npy, .npz, .parquet, .jsonl, or a folder written by "
+        "`matryoshka embed` (its names.json becomes the index's names)",
+    )
     b.add_argument("--out", required=True, help="index folder to write")
     b.add_argument("--metric", choices=METRICS, default="cosine", help="default: cosine")
     b.add_argument("--precision", choices=PRECISIONS, default="float32", help="default: float32")
@@ -275,7 +321,9 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     p = add_common(
         sub.add_parser(
             name,
-            description="Search INDEX with QUERIES (.npy). Give -k and optionally --dim, or a "
+            description="Search INDEX with query vectors (--queries: a file or a folder from "
+            "`matryoshka embed`) or with texts encoded by a text model (--text or --texts with "
+            "--model). Give -k and optionally --dim, or a "
             "--funnel such as 32:400,128:50,512:10 (keep 400 at size 32, 50 of those at 128, "
             "return 10 at 512). --ann builds an approximate first stage with faiss before "
             "searching. Writes JSON lines {query, ids, scores} to stdout or --out (.jsonl), or "
@@ -284,7 +332,16 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
         )
     )
     p.add_argument("index", help="index folder written by `matryoshka index build`")
-    p.add_argument("--queries", required=True, help="queries (nq, d): .npy, .npz, .parquet, .jsonl")
+    p.add_argument(
+        "--queries", help="query vectors (nq, d): .npy, .npz, .parquet, .jsonl or an embed folder"
+    )
+    q = p.add_argument_group("text queries")
+    q.add_argument("--text", action="append", help="a query text (repeatable); needs --model")
+    q.add_argument("--texts", help="a file of query texts (JSONL, CSV, TSV, Parquet, .txt)")
+    q.add_argument("--model", help="the text model folder that embedded the corpus")
+    q.add_argument("--prompt", help="put before every query text, e.g. 'query: '")
+    q.add_argument("--text-column", default="text", help="with --texts (default: text)")
+    q.add_argument("--id-column", help="with --texts: the queries' ids (default: _id or id)")
     p.add_argument("--column", help="the queries' array, column or key (.npz, .parquet, .jsonl)")
     p.add_argument(
         "-k",

@@ -6,6 +6,14 @@ import argparse
 from pathlib import Path
 
 from matryoshka.cli._common import add_common, dims_arg, threads_arg
+from matryoshka.cli.text import (
+    add_text_arguments,
+    embed_text,
+    eval_text,
+    is_text_model,
+    is_text_recipe,
+    train_text,
+)
 
 __all__ = ["add_model_commands"]
 
@@ -30,6 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if is_text_recipe(args.config, list(args.overrides)):
+        return train_text(args)
     from matryoshka.train import load_config, train
 
     overrides = list(args.overrides)
@@ -50,6 +60,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if is_text_model(args.model):
+        return eval_text(args)
     from matryoshka._io import write_text
     from matryoshka.dims import interpolated_dims, validate_dims
     from matryoshka.eval import encode, evaluate_embeddings, save_results
@@ -76,6 +88,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
+    if is_text_model(args.model):
+        return embed_text(args)
+    if args.texts is not None:
+        raise ValueError(f"{args.model} is an image model: --texts is for text models")
     import numpy as np
 
     from matryoshka.eval import encode, save_embeddings
@@ -146,7 +162,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             description="Train one model. Settings come from the YAML file, then from KEY=VALUE "
             "overrides such as model.head=mrl-e optim.lr=0.05 model.dims=[8,16,32]. An unknown "
             "key is an error. Checkpoints go to out_dir every epoch; running the same command "
-            "again resumes. Under torchrun it trains with DDP.",
+            "again resumes. Under torchrun it trains with DDP. A recipe with `kind: text` "
+            "fine-tunes a sentence encoder on a file of pairs (configs/text.yaml); a finished "
+            "text model is reused when its recipe matches.",
         )
     )
     p.add_argument("--config", help="YAML config file (default: built-in defaults, digits)")
@@ -160,7 +178,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
+def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = add_common(
         sub.add_parser(
             "eval",
@@ -169,7 +187,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "cosine 1-NN at the trained sizes and the sizes in between.",
         )
     )
-    p.add_argument("model", help="model folder written by `matryoshka train`")
+    p.add_argument("model", help="model folder written by `matryoshka train` (image or text)")
     p.add_argument("--out", help="output folder (default: MODEL/eval)")
     p.add_argument(
         "--dims",
@@ -181,9 +199,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     threads_arg(p)
     p.set_defaults(func=_eval)
+    return p
 
 
-def _add_embed(sub: argparse._SubParsersAction) -> None:
+def _add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = add_common(
         sub.add_parser(
             "embed",
@@ -193,15 +212,16 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
             "a prefix of these rows.",
         )
     )
-    p.add_argument("model", help="model folder written by `matryoshka train`")
+    p.add_argument("model", help="model folder written by `matryoshka train` (image or text)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", choices=["train", "test", "all"], default="all", help="default: all")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
-    p.add_argument("--batch", type=int, default=512, help="images per forward pass")
+    p.add_argument("--batch", type=int, default=512, help="images or texts per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     _overwrite_arg(p)
     threads_arg(p)
     p.set_defaults(func=_embed)
+    return p
 
 
 def _overwrite_arg(p: argparse.ArgumentParser) -> None:
@@ -214,5 +234,7 @@ def _overwrite_arg(p: argparse.ArgumentParser) -> None:
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``demo``, ``train``, ``eval`` and ``embed`` to the ``matryoshka`` subcommands."""
-    for add in (_add_demo, _add_train, _add_eval, _add_embed):
-        add(sub)
+    _add_demo(sub)
+    _add_train(sub)
+    evaluate, embed = _add_eval(sub), _add_embed(sub)
+    add_text_arguments(embed, evaluate)

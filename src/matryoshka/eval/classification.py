@@ -104,11 +104,19 @@ def knn1_top1(
     yte: np.ndarray,
     sizes: Iterable[int],
     metric: str = "cosine",
+    exclude_self: bool = False,
 ) -> dict[int, float]:
-    """1-nearest-neighbour top-1 at each size: database = train split, queries = test split."""
+    """1-nearest-neighbour top-1 at each size: database = train split, queries = test split.
+
+    ``exclude_self``: the two splits are the same rows (a corpus scored against itself), and each
+    row's own match is skipped.
+    """
     _check_xy(Xtr, ytr, "train")
     _check_xy(Xte, yte, "test")
-    return {m: knn_label_accuracy(Xte, yte, Xtr, ytr, dim=m, metric=metric) for m in sizes}
+    return {
+        m: knn_label_accuracy(Xte, yte, Xtr, ytr, dim=m, metric=metric, exclude_self=exclude_self)
+        for m in sizes
+    }
 
 
 def _fit_probe(

@@ -19,9 +19,12 @@ __all__ = ["save_embeddings", "load_embeddings"]
 DTYPES = ("float32", "float16")
 FORMAT = "matryoshka-embeddings"
 # meta.json with count, d and dtype (folders written before "format" was added have no format)
-EMBEDDINGS_FOLDER = FolderKind("matryoshka embeddings folder", "meta.json",
-                               keys=("count", "d", "dtype"),
-                               names=r"embeddings\.npy|labels\.npy|meta\.json")  # fmt: skip
+EMBEDDINGS_FOLDER = FolderKind(
+    "matryoshka embeddings folder",
+    "meta.json",
+    keys=("count", "d", "dtype"),
+    names=r"embeddings\.npy|labels\.npy|names\.json|meta\.json",
+)
 
 
 def save_embeddings(
@@ -30,9 +33,11 @@ def save_embeddings(
     labels: np.ndarray | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
+    names: list[str] | None = None,
     **meta: Any,
 ) -> Path:
-    """Write ``folder/embeddings.npy`` (N, d), optional ``labels.npy`` (N,), and ``meta.json``.
+    """Write ``folder/embeddings.npy`` (N, d), optional ``labels.npy`` (N,) and ``names.json``
+    (a name per row, e.g. a corpus's document ids), and ``meta.json``.
 
     ``meta`` (e.g. the model folder, split, sizes) is stored beside ``count``, ``d`` and ``dtype``.
     The three files are swapped in together (a crash leaves the old set or the new one); a folder
@@ -50,10 +55,14 @@ def save_embeddings(
         labels = np.asarray(labels)
         if labels.shape != (len(X),):
             raise ValueError(f"labels must have shape ({len(X)},), got {labels.shape}")
+    if names is not None and len(names) != len(X):
+        raise ValueError(f"names must hold one name per row ({len(X)}), got {len(names)}")
     with atomic_dir(folder, EMBEDDINGS_FOLDER, overwrite=overwrite) as tmp:
         np.save(tmp / "embeddings.npy", X.astype(dtype, copy=False), allow_pickle=False)
         if labels is not None:
             np.save(tmp / "labels.npy", labels.astype(np.int64), allow_pickle=False)
+        if names is not None:
+            write_json(tmp / "names.json", [str(n) for n in names])
         meta = {"format": FORMAT, "count": int(len(X)), "d": int(X.shape[1]), "dtype": dtype,
                 "labels": labels is not None, **meta}  # fmt: skip
         write_json(tmp / "meta.json", meta)
@@ -63,7 +72,8 @@ def save_embeddings(
 def load_embeddings(
     folder: str | Path, mmap: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Read what :func:`save_embeddings` wrote: ``(X (N, d), labels (N,) or None, meta)``."""
+    """Read what :func:`save_embeddings` wrote: ``(X (N, d), labels (N,) or None, meta)``;
+    ``meta["names"]`` holds the row names when the folder has them."""
     folder = Path(folder)
     path = folder / "embeddings.npy"
     if not path.is_file():
@@ -80,4 +90,9 @@ def load_embeddings(
         )
     labels_path = folder / "labels.npy"
     labels = np.load(labels_path, allow_pickle=False) if labels_path.is_file() else None
+    names_path = folder / "names.json"
+    if names_path.is_file():  # a name per row: meta["names"] (not a column of X)
+        meta["names"] = json.loads(names_path.read_text())
+        if len(meta["names"]) != len(X):
+            raise ValueError(f"{names_path} names {len(meta['names'])} rows, not {len(X)}")
     return X, labels, meta

@@ -154,6 +154,7 @@ def knn_label_accuracy(
     yb: np.ndarray,
     dim: int | None = None,
     metric: str = "cosine",
+    exclude_self: bool = False,
 ) -> float:
     """1-NN label accuracy: how often a query's nearest database vector at size ``dim`` shares its
     label. Queries first, as in ``faiss.knn(xq, xb, k)``.
@@ -166,6 +167,9 @@ def knn_label_accuracy(
     yb : ndarray of shape (N,)
     dim : int, optional
         Prefix size (default ``d``); cosine renormalises the prefix.
+    exclude_self : bool
+        The queries are the database (same rows, same order): row ``i``'s own match is skipped,
+        so its nearest neighbour is another row (leave-one-out).
     """
     from matryoshka.index.exact import exact_search
 
@@ -175,5 +179,11 @@ def knn_label_accuracy(
             f"one label per vector: {len(xb)} vectors, {len(yb)} labels; "
             f"{len(xq)} queries, {len(yq)} labels"
         )
-    _, I = exact_search(xq=xq, xb=xb, k=1, metric=metric, dim=dim)  # noqa: E741
+    if exclude_self and len(xq) != len(xb):
+        raise ValueError(f"exclude_self: queries ({len(xq)}) must be the database ({len(xb)})")
+    k = 2 if exclude_self else 1
+    _, I = exact_search(xq=xq, xb=xb, k=k, metric=metric, dim=dim)  # noqa: E741  (nq, k)
+    if exclude_self:  # the first hit that is not the query itself (ties may put it second)
+        own = I[:, 0] == np.arange(len(xq))
+        I = np.where(own[:, None], I[:, 1:2], I[:, :1])  # noqa: E741
     return float(np.mean(yb[I[:, 0]] == yq)) if len(yq) else 0.0

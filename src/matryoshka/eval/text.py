@@ -44,6 +44,7 @@ def retrieval_per_size(
     sizes: Sequence[int],
     method: str = "original",
     metrics: Sequence[str] = RETRIEVAL_METRICS,
+    exclude_self: bool = False,
 ) -> dict[str, Any]:
     """nDCG@10, recall@100 and MAP@100 (by default) of cosine search at every size.
 
@@ -63,6 +64,9 @@ def retrieval_per_size(
     metrics : sequence of str
         Keys of :func:`~matryoshka.eval.retrieval.retrieval_metrics`, ``"<name>@<k>"``; the
         search depth is the largest ``k``.
+    exclude_self : bool
+        The queries are documents of the corpus (the same ids): a query's own document is left
+        out of its results, so P@k and nDCG@k count other documents only.
 
     Returns
     -------
@@ -79,19 +83,28 @@ def retrieval_per_size(
             f"one id per row: {len(xb)} corpus rows, {len(doc_ids)} doc ids; "
             f"{len(xq)} query rows, {len(query_ids)} query ids"
         )
+    if exclude_self and not set(query_ids) <= set(doc_ids):
+        stray = sorted(set(query_ids) - set(doc_ids))[:3]
+        raise ValueError(
+            f"exclude_self: the queries must be documents of the corpus, but {stray} are not; "
+            "leave exclude_self off for separate queries"
+        )
     ks = []
     for name in metrics:
         try:
             ks.append(int(name.split("@")[1]))
         except (IndexError, ValueError):
             raise ValueError(f"metric names look like 'ndcg@10', got {name!r}") from None
-    k = min(max(ks), len(xb))
+    k = min(max(ks) + int(exclude_self), len(xb))
     out: dict[int, dict[str, float]] = {}
     queries = 0
     for m in _sizes(sizes, xb.shape[1]):
         # (nq, k) at size m, each prefix renormalised
         D, I = exact_search(xq=xq, xb=xb, k=k, metric="cosine", dim=m)  # noqa: E741
-        scores = retrieval_metrics(qrels, run_from_search(D, I, query_ids, doc_ids), ks)
+        run = run_from_search(D, I, query_ids, doc_ids)
+        if exclude_self:  # a corpus as its own queries: a document does not retrieve itself
+            run = {q: {doc: s for doc, s in docs.items() if doc != q} for q, docs in run.items()}
+        scores = retrieval_metrics(qrels, run, ks)
         queries = int(scores["queries"])
         out[m] = {name: float(scores[name]) for name in metrics}
     return {"method": method, "dims": out, "queries": queries}

@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from matryoshka._io import atomic_file, write_json
-from matryoshka.dims import nesting_dims
-from matryoshka.models.text import DEFAULT_BASE, encode_texts, load_sentence_encoder
-from matryoshka.train import TextTrainConfig, fit_text, load_text_model, save_text_model
+from matryoshka.models.text import encode_texts
+from matryoshka.train import TextTrainConfig
+from matryoshka.train.text_job import TrainedText, fit_or_reuse
 
 __all__ = ["EncodedTexts", "TrainedText", "encode_cached", "train_cached"]
 
@@ -38,14 +38,6 @@ class EncodedTexts:
 
     arrays: dict[str, np.ndarray]
     seconds: dict[str, float]
-    fresh: bool
-
-
-@dataclass
-class TrainedText:
-    """A text model folder's ``matryoshka.json`` and whether this call trained it."""
-
-    meta: dict[str, Any]
     fresh: bool
 
 
@@ -94,34 +86,10 @@ def train_cached(
     device: str = "cpu",
     progress: bool = True,
 ) -> TrainedText:
-    """Train into ``folder`` unless a model trained with exactly ``cfg`` is there already.
+    """Train into ``folder`` unless a model trained with exactly ``cfg`` is there already
+    (:func:`matryoshka.train.text_job.fit_or_reuse`).
 
     Raises ``ValueError`` when the folder holds a model trained with another recipe.
     """
-    want = asdict(cfg)
-    if (folder / "matryoshka.json").is_file():
-        _, meta = load_text_model(folder, progress=progress)  # checks the folder
-        # a recipe saved before a field existed had that field's default
-        have = {**asdict(TextTrainConfig()), **(meta.get("config") or {})}
-        if have != want:
-            diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-            raise ValueError(
-                f"{folder} holds a model {name!r} trained with another recipe (have, want): "
-                f"{diff}; choose another out_dir or delete the folder"
-            )
-        return TrainedText(meta, fresh=False)
-    model = load_sentence_encoder(
-        model_path, device=device, max_seq_length=cfg.max_seq_length, progress=progress
-    )
-    log = fit_text(model, pairs, cfg, progress=progress)
-    # the sizes the model is meant to be cut to: a plain fine-tune is cut like the others
-    dims = log["dims"] or list(cfg.dims or nesting_dims(model.get_embedding_dimension(), 16))
-    base = str(model_path) if model_path is not None else DEFAULT_BASE
-    meta = {
-        "method": cfg.method, "name": name, "base_model": base, "config": want,
-        "pairs": len(pairs),
-        "steps": log["steps"], "seconds": log["seconds"], "epochs": log["epochs"],
-        "history": log["history"],
-    }  # fmt: skip
-    save_text_model(model, folder, dims, progress=progress, **meta)
-    return TrainedText(json.loads((folder / "matryoshka.json").read_text()), fresh=True)
+    return fit_or_reuse(folder, cfg, pairs, base_model=model_path, name=name, device=device,
+                        progress=progress)  # fmt: skip

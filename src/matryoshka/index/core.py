@@ -30,15 +30,13 @@ from matryoshka.dims import validate_dim
 from matryoshka.index.ann import make_ann
 from matryoshka.index.exact import METRICS, check_matrix, finish
 from matryoshka.index.funnel import check_funnel
-from matryoshka.index.ids import int_ids, new_ids_for
-from matryoshka.index.manifest import IndexParts, check_files, load_index, save_index
-from matryoshka.index.scoring import exact_stage, rerank
+from matryoshka.index.ids import check_names, int_ids, new_ids_for, positions_of
+from matryoshka.index.manifest import IndexParts, ann_entry, check_files, load_index, save_index
+from matryoshka.index.scoring import exact_stage, prefix_norms, rerank
 from matryoshka.index.storage import PRECISIONS, Storage
 from matryoshka.index.vectors import TRANSFORMS, apply_transform
 
 __all__ = ["MatryoshkaIndex"]
-
-_EPS = 1e-12
 
 
 _MAX_K = 1 << 24  # results per query: D and I of one query at this k take 200 MB
@@ -113,6 +111,7 @@ class MatryoshkaIndex:
         self._store = Storage(self.d, precision)
         self._float = Storage(self.d, rerank) if rerank else None  # the last stage's float copy
         self._ids: np.ndarray | None = None  # None: the id of a row is its position
+        self.names: np.ndarray | None = None  # (N,) str: a name per row (a corpus's own ids)
         self._next_id = 0
         # (store, m) -> (N,) 1/|x[:m]| (cosine) or |x[:m]|^2 (l2)
         self._norms: dict[tuple[str, int], np.ndarray] = {}
@@ -152,14 +151,9 @@ class MatryoshkaIndex:
     def info(self) -> dict[str, Any]:
         """What the index holds, as plain values (what ``matryoshka index info`` prints).
 
-        Keys: ``d``, ``metric``, ``precision``, ``rerank``, ``count``, ``ids`` (``"positions"``
-        while the ids are ``0..N-1``, else ``"explicit"``), ``next_id``, ``panels`` (column
-        ranges), ``bytes`` (stored codes), ``rerank_bytes`` and ``ann`` (kind, size and
-        settings of the approximate first stage, or None).
+        The settings, ``count``, ``ids`` (``"positions"`` or ``"explicit"``), ``names``,
+        ``next_id``, ``panels``, ``bytes`` of codes (and of the rerank copy) and ``ann``.
         """
-        ann = None
-        if self.ann_ is not None:
-            ann = {"kind": self.ann_.kind, "dim": self.ann_.search_dim, **self.ann_.params()}
         return {
             "d": self.d,
             "metric": self.metric,
@@ -168,15 +162,21 @@ class MatryoshkaIndex:
             "transform": self.transform,
             "count": len(self),
             "ids": "positions" if self._ids is None else "explicit",
+            "names": self.names is not None,
             "next_id": self._next_id,
             "panels": [list(b) for b in self._store.bounds],
             "bytes": self.nbytes,
             "rerank_bytes": 0 if self._float is None else self._float.nbytes,
-            "ann": ann,
+            "ann": ann_entry(self.ann_),
         }
 
     # ------------------------------------------------------------------ writing
-    def add(self, xb: np.ndarray, ids: np.ndarray | Sequence[int] | None = None) -> MatryoshkaIndex:
+    def add(
+        self,
+        xb: np.ndarray,
+        ids: np.ndarray | Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> MatryoshkaIndex:
         """Append vectors.
 
         Parameters
@@ -185,6 +185,9 @@ class MatryoshkaIndex:
             Vectors at full size; NaN or infinite values are refused.
         ids : array-like of shape (n,), optional
             Non-negative, unique int64 ids; default the next ``n`` integers.
+        names : sequence of str of length n, optional
+            A name per vector (e.g. a corpus's document ids); all adds give names or none do.
+            :meth:`names_of` maps search results back to them.
 
         Returns
         -------
@@ -201,6 +204,7 @@ class MatryoshkaIndex:
         xb = apply_transform(xb, self.transform) if self.transform != "none" else xb
         n = xb.shape[0]
         new_ids = new_ids_for(ids, n, self._next_id, self.ids)
+        new_names = check_names(names, n, len(self), self.names is not None)
         if n == 0:
             return self
         if self.precision == "binary" and self._store.params is None and n < 2:
@@ -217,6 +221,9 @@ class MatryoshkaIndex:
             self._float.append(xb.astype(np.float32, copy=False))
         if self._ids is not None:
             self._ids = np.concatenate([self._ids, new_ids])
+        if new_names is not None:
+            old = self.names if self.names is not None else np.empty(0, dtype=str)
+            self.names = np.concatenate([old, new_names])
         self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         self._norms.clear()
         if self.ann_ is not None:
@@ -240,6 +247,8 @@ class MatryoshkaIndex:
         if count == 0:
             return 0
         self._ids = self.ids[~gone]
+        if self.names is not None:
+            self.names = self.names[~gone]
         self._store.keep(~gone)
         if self._float is not None:
             self._float.keep(~gone)
@@ -247,43 +256,32 @@ class MatryoshkaIndex:
         self.ann_ = None
         return count
 
+    def names_of(self, ids: np.ndarray) -> list:
+        """The names of ids as search returns them ((nq, k) or (n,)), None for -1 padding."""
+        if self.names is None:
+            raise ValueError("this index has no names (give names= to add)")
+        ids = np.asarray(ids)
+        found = ids >= 0
+        pos = np.zeros(ids.shape, dtype=np.int64)
+        pos[found] = self._positions(ids[found])
+        named = np.where(found, self.names[pos], None)
+        return named.tolist()
+
     def reconstruct(self, ids: np.ndarray | Sequence[int], dim: int | None = None) -> np.ndarray:
         """The stored vectors (decoded to float32) of these ids, shape (n, dim or d)."""
         m = self.d if dim is None else validate_dim(dim, self.d, "dim")
         return self._store.take(self._positions(ids), m)
 
     def _positions(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
-        ids = int_ids(ids)
-        if self._ids is None:
-            pos = ids.copy()
-            bad = (pos < 0) | (pos >= len(self))
-        else:
-            order = np.argsort(self._ids)
-            j = np.searchsorted(self._ids, ids, sorter=order)
-            j = np.minimum(j, len(order) - 1) if len(order) else j
-            pos = order[j] if len(order) else j
-            bad = self._ids[pos] != ids if len(order) else np.ones(len(ids), bool)
-        if bad.any():
-            raise KeyError(f"id {ids[bad][0]} is not in the index")
-        return pos
+        return positions_of(int_ids(ids), self._ids, len(self))
 
     # ------------------------------------------------------------------ scoring helpers
     def _norm(self, m: int, store: Storage | None = None) -> np.ndarray:
         """(N,) float32: ``1 / |x[:m]|`` for cosine (0 for zero vectors), ``|x[:m]|^2`` for l2."""
         store = self._store if store is None else store
         key = (store.precision, m)
-        if key not in self._norms:
-            n = len(self)
-            out = np.empty(n, dtype=np.float32)
-            for start in range(0, n, 65536):
-                b = store.rows(start, min(n, start + 65536), m)
-                sq = np.einsum("ij,ij->i", b, b)
-                if self.metric == "cosine":
-                    nrm = np.sqrt(sq)
-                    out[start : start + len(b)] = np.where(nrm > _EPS, 1 / np.maximum(nrm, _EPS), 0)
-                else:
-                    out[start : start + len(b)] = sq
-            self._norms[key] = out
+        if key not in self._norms:  # computed once per size, dropped when the vectors change
+            self._norms[key] = prefix_norms(store, m, self.metric)
         return self._norms[key]
 
     def _norm_or_none(self, m: int, store: Storage) -> np.ndarray | None:
@@ -467,6 +465,7 @@ class MatryoshkaIndex:
             ids=self._ids,
             ann=self.ann_,
             transform=self.transform,
+            names=self.names,
         )
         return save_index(parts, path, overwrite=overwrite)
 
@@ -497,4 +496,5 @@ class MatryoshkaIndex:
         index._store, index._float, index._ids = parts.store, parts.rerank_store, parts.ids
         index._next_id, index.ann_ = parts.next_id, parts.ann
         index._handles, index._where = parts.handles, str(path)
+        index.names = parts.names
         return index

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MAX_ID", "int_ids", "new_ids_for"]
+__all__ = ["MAX_ID", "check_names", "int_ids", "new_ids_for", "positions_of"]
 
 MAX_ID = 2**62
 
@@ -61,3 +61,37 @@ def new_ids_for(
     if clash.any():
         raise ValueError(f"id {new[clash][0]} is already in the index")
     return new
+
+
+def positions_of(ids: np.ndarray, stored: np.ndarray | None, n: int) -> np.ndarray:
+    """Row positions of ``ids`` (int64 (k,)) among ``stored`` ids ((N,), None: ids are the
+    positions ``0..n-1``); ``KeyError`` names the first id that is not there."""
+    if stored is None:
+        pos = ids.copy()
+        bad = (pos < 0) | (pos >= n)
+    elif not len(stored):
+        pos, bad = np.zeros_like(ids), np.ones(len(ids), bool)
+    else:
+        order = np.argsort(stored)
+        j = np.minimum(np.searchsorted(stored, ids, sorter=order), len(order) - 1)
+        pos = order[j]
+        bad = stored[pos] != ids
+    if bad.any():
+        raise KeyError(f"id {ids[bad][0]} is not in the index")
+    return pos
+
+
+def check_names(names: Sequence[str] | None, n: int, count: int, named: bool) -> np.ndarray | None:
+    """The names of ``n`` vectors being added to an index of ``count`` (``named``: it has names),
+    as a str array (n,), or None; all adds give names or none do."""
+    if names is None:
+        if named and n:
+            raise ValueError("this index names every vector: give names to add")
+        return None
+    if isinstance(names, str) or len(names) != n:
+        raise ValueError(f"names must be a list of {n} strings, one per vector")
+    if count and not named:
+        raise ValueError("this index has no names: add without names, or start a new one")
+    if any(not isinstance(s, str) for s in names):
+        raise ValueError("names must be strings")
+    return np.asarray(list(names), dtype=str)

@@ -46,6 +46,7 @@ __all__ = [
     "FORMAT_VERSION",
     "INDEX_FOLDER",
     "IndexParts",
+    "ann_entry",
     "check_files",
     "load_index",
     "save_index",
@@ -53,7 +54,7 @@ __all__ = [
 
 FORMAT = "matryoshka-index"
 FORMAT_VERSION = 2  # 2: the manifest carries its own checksum; version 1 is still read
-_FILES = r"(panel|rerank)_\d+\.npy|params\.npy|ids\.npy|ann_[a-z]+\.npy"
+_FILES = r"(panel|rerank)_\d+\.npy|params\.npy|ids\.npy|names\.npy|ann_[a-z]+\.npy"
 INDEX_FOLDER = FolderKind("matryoshka index", "manifest.json", fmt=FORMAT,
                           names=rf"manifest\.json|{_FILES}")  # fmt: skip
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -74,6 +75,7 @@ class IndexParts:
     ids: np.ndarray | None  # (N,) int64, or None while the ids are the positions 0..N-1
     ann: Any = None  # the approximate first stage (an ``ann`` stage), or None
     transform: str = "none"  # the step applied to full vectors before slicing (vectors.py)
+    names: np.ndarray | None = None  # (N,) str, a name per row, or None
     handles: list[tuple[str, BinaryIO, int, int]] = field(default_factory=list)
     # memory-mapped files kept open: (name, file, size, mtime_ns), for check_files
 
@@ -103,9 +105,18 @@ def _arrays(parts: IndexParts) -> dict[str, np.ndarray]:
         arrays.update({f"rerank_{i}.npy": p for i, p in enumerate(parts.rerank_store.panels)})
     if parts.ids is not None:
         arrays["ids.npy"] = parts.ids
+    if parts.names is not None:
+        arrays["names.npy"] = parts.names
     if parts.ann is not None:
         arrays.update({f"ann_{k}.npy": v for k, v in parts.ann.to_arrays().items()})
     return arrays
+
+
+def ann_entry(stage: Any) -> dict[str, Any] | None:
+    """An approximate stage as the manifest describes it: kind, size and settings (or None)."""
+    if stage is None:
+        return None
+    return {"kind": stage.kind, "dim": stage.search_dim, **stage.params()}
 
 
 def _checksum(manifest: dict[str, Any]) -> str:
@@ -117,9 +128,7 @@ def _checksum(manifest: dict[str, Any]) -> str:
 def save_index(parts: IndexParts, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write an index to the folder ``path``, atomically; see ``MatryoshkaIndex.save``."""
     path = Path(path)
-    ann = None
-    if parts.ann is not None:
-        ann = {"kind": parts.ann.kind, "dim": parts.ann.search_dim, **parts.ann.params()}
+    ann = ann_entry(parts.ann)
     with atomic_dir(path, INDEX_FOLDER, overwrite=overwrite) as tmp:
         files = _write_arrays(tmp, _arrays(parts))
         manifest = {
@@ -357,6 +366,11 @@ def _load(folder: _Folder) -> IndexParts:
             raise ValueError(f"index {want}: params.npy has shape {params.shape}")
         store.params = params
     parts.ids = _read_ids(folder, count, parts.next_id)
+    if "names.npy" in folder.files:
+        names = np.asarray(folder.read("names.npy"))
+        if names.shape != (count,) or names.dtype.kind != "U":
+            raise ValueError(f"index {want}: names.npy holds {names.dtype} {names.shape}")
+        parts.names = names
     if folder.manifest.get("ann"):
         parts.ann = _load_ann(folder, folder.manifest["ann"], parts.d)
     parts.handles = folder.handles

@@ -18,7 +18,26 @@ import torch
 from matryoshka.index.exact import BlockFn, TakeFn, prepare_queries, stream_topk
 from matryoshka.index.storage import Storage
 
-__all__ = ["exact_stage", "rerank", "store_sources"]
+__all__ = ["exact_stage", "prefix_norms", "rerank", "store_sources"]
+
+
+_EPS = 1e-12
+
+
+def prefix_norms(store: Storage, m: int, metric: str) -> np.ndarray:
+    """Per stored row at size ``m``, float32 (N,): ``1 / |x[:m]|`` for cosine (0 for a zero
+    row), ``|x[:m]|^2`` otherwise; read 65,536 rows at a time."""
+    n = len(store)
+    out = np.empty(n, dtype=np.float32)
+    for start in range(0, n, 65536):
+        b = store.rows(start, min(n, start + 65536), m)  # (rows, m)
+        sq = np.einsum("ij,ij->i", b, b)
+        if metric == "cosine":
+            nrm = np.sqrt(sq)
+            out[start : start + len(b)] = np.where(nrm > _EPS, 1 / np.maximum(nrm, _EPS), 0)
+        else:
+            out[start : start + len(b)] = sq
+    return out
 
 
 def store_sources(

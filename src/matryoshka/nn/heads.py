@@ -183,8 +183,9 @@ class FixedFeatureHead(nn.Module):
         return self.linear(z).unsqueeze(1)  # (B, 1, C)
 
     def can_classify(self, m: int) -> bool:
-        """Any size up to ``d`` (smaller ones cut the rigid classifier short)."""
-        return 1 <= m <= self.d
+        """Only its own size ``d``: cut to a prefix it is the rigid model truncated, which
+        :meth:`logits_at` still computes but per-size reports must not show as its accuracy."""
+        return m == self.d
 
     def logits_at(self, z: Tensor, m: int) -> Tensor:
         """Logits from the first ``m`` features and weight columns: z (B, d) -> (B, C)."""

@@ -12,6 +12,8 @@ from matryoshka.train.config import (
     DataConfig,
     ModelConfig,
     OptimConfig,
+    TextDataConfig,
+    TextJobConfig,
     TextTrainConfig,
     TrainConfig,
     apply_overrides,
@@ -30,10 +32,15 @@ from matryoshka.train.text import (
     no_duplicate_batches,
     save_text_model,
 )
+from matryoshka.train.text_job import fit_or_reuse, run_text_job
 
 __all__ = [
     "TEXT_METHODS",
     "DataConfig",
+    "TextDataConfig",
+    "TextJobConfig",
+    "fit_or_reuse",
+    "run_text_job",
     "DataSplits",
     "LoadedModel",
     "ModelConfig",

@@ -68,7 +68,7 @@ def text_card(
         f"- data: {meta.get('data', 'not recorded')} ({meta.get('pairs', '?')} pairs, "
         f"{meta.get('steps', '?')} steps)",
         f"- recipe: {recipe or 'not recorded'}",
-        "- trained with [matryoshka](https://github.com/) (`matryoshka train`)", "",
+        "- trained with the `matryoshka` library (`matryoshka train`)", "",
         "## Use", "",
         "```python",
         "from sentence_transformers import SentenceTransformer",

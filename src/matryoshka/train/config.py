@@ -31,6 +31,8 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
+    "TextDataConfig",
+    "TextJobConfig",
     "TextTrainConfig",
     "TrainConfig",
     "load_config",
@@ -242,6 +244,33 @@ class TextTrainConfig:
             )
 
 
+@dataclass
+class TextDataConfig:
+    pairs: str | None = None  # a JSONL, CSV, TSV or Parquet file of training pairs
+    anchor: str = "anchor"  # the column of the queries
+    positive: str = "positive"  # the column of their relevant texts
+    negative: str | None = None  # a column of hard negatives, if the file has one
+
+
+@dataclass
+class TextJobConfig:
+    """A text fine-tune from the command line (``matryoshka train --config text.yaml``)."""
+
+    kind: str = "text"  # what tells a text recipe from an image one
+    base_model: str | None = None  # a model folder or Hub name; None: packaged all-MiniLM-L6-v2
+    data: TextDataConfig = field(default_factory=TextDataConfig)
+    train: TextTrainConfig = field(default_factory=TextTrainConfig)
+    device: str = "cpu"
+    out_dir: str = "runs/text"
+
+    def check(self) -> None:
+        if self.kind != "text":
+            raise ValueError(f"kind must be 'text' for a text recipe, got {self.kind!r}")
+        if not self.data.pairs:
+            raise ValueError("data.pairs must name the file of training pairs")
+        self.train.check()
+
+
 Config = TypeVar("Config")
 
 
@@ -319,8 +348,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 def config_from_dict(data: dict[str, Any] | None, cls: type[Config] = TrainConfig) -> Config:
     """Build a recipe of type ``cls`` from nested dicts; unknown keys raise ``ValueError``.
 
-    ``cls`` is :class:`TrainConfig` (default) or :class:`TextTrainConfig`; a recipe with a
-    ``check()`` method (the text one) is checked once built.
+    ``cls`` is :class:`TrainConfig` (default), :class:`TextTrainConfig` or
+    :class:`TextJobConfig`; every recipe's ``check()`` runs once it is built.
     """
     cfg = _build(cls, data or {}, "")
     if hasattr(cfg, "check"):
