@@ -1,4 +1,5 @@
-"""The CIFAR-10 reproduction pipeline, end to end on a tiny generated image folder."""
+"""The CIFAR-10 reproduction pipeline, end to end on a tiny generated folder in CIFAR-10's local
+layout (train/ and test/ class folders)."""
 
 import json
 import re
@@ -35,7 +36,7 @@ def make_folder(root, per_class_train=40, per_class_test=10):
 def tiny_config(tmp_path):
     make_folder(tmp_path / "images")
     cfg = {
-        "data": {"name": "image_folder", "root": str(tmp_path / "images"),
+        "data": {"name": "cifar10", "root": str(tmp_path / "images"),
                  "cache_dir": str(tmp_path / "cache"), "holdout": 30},
         "model": {"backbone": "small_cnn", "backbone_kwargs": {"width": 4}, "d": 16,
                   "dims_start": 4},

@@ -4,6 +4,7 @@ matryoshka demo                      every method on the built-in digits, at eve
 matryoshka train --config C [k=v..]  train one model with the nested loss
 matryoshka eval MODEL [--dims ...]   score a trained model at trained and in-between sizes
 matryoshka embed MODEL --out DIR     encode a data split once at full size
+matryoshka compare [--config C]      MRL against FF, PCA and truncation on any data
 matryoshka reproduce cifar10|scifact the paper's claims on CIFAR-10 and SciFact
 matryoshka index build|search|plan|info
                                      store embeddings once and search them at any size
@@ -17,6 +18,7 @@ import argparse
 
 from matryoshka import __version__
 from matryoshka.cli._common import OneLineParser, report_error
+from matryoshka.cli.compare import add_compare_command
 from matryoshka.cli.index import add_index_commands
 from matryoshka.cli.models import add_model_commands
 from matryoshka.cli.reproduce import add_reproduce_command
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_model_commands(sub)
+    add_compare_command(sub)
     add_reproduce_command(sub)
     add_index_commands(sub)
     return parser

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from matryoshka.data import default_data_root
 from matryoshka.eval import (
     adaptive_classification,
     encode,
@@ -210,6 +211,22 @@ def _gradcam(model: Any, test_ds: Any, classes: list[str], dims: list[int], n: i
     return {"images": images, "cams": cams, "labels": [classes[labels[i]] for i in picks]}
 
 
+def _cifar10_recipe(config: str | Path, overrides: list[str] | None) -> TrainConfig:
+    base = load_config(config, overrides)
+    if base.data.name != "cifar10":
+        raise ValueError(
+            f"reproduce cifar10 runs on CIFAR-10, but the recipe's data is {base.data.name!r}; "
+            "for MRL against its baselines on other data use `matryoshka compare`"
+        )
+    return base
+
+
+def _data_source(base: TrainConfig) -> str:
+    """``"torchvision"`` (its pickled batches) or ``"jpeg"`` (an ImageNet-layout copy)."""
+    root = Path(base.data.root) if base.data.root else default_data_root("cifar10")
+    return "torchvision" if (root / "cifar-10-batches-py").exists() else "jpeg"
+
+
 def _train_seconds(jobs: dict[str, TrainConfig]) -> float:
     """Training time of every job, from the per-epoch seconds in each model folder."""
     return sum(
@@ -251,7 +268,7 @@ def reproduce_cifar10(
         ``{"trained": [...], "seconds": ...}`` with ``train_only``.
     """
     clock = RunClock()
-    base = load_config(config, overrides)
+    base = _cifar10_recipe(config, overrides)
     dims = model_dims(base)
     jobs = cifar10_jobs(base, finetune_epochs=finetune_epochs)
     if seed_sizes is None:
@@ -282,6 +299,7 @@ def reproduce_cifar10(
         "config": config_to_dict(base),
         "dims": dims,
         "sizes": comparison["sizes"],
+        "data_source": _data_source(base),
         "n_train": len(train_ds),
         "n_test": len(test_ds),
         "models": len(jobs) + len(extra),

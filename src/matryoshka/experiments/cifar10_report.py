@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from matryoshka._io import atomic_file, write_text
-from matryoshka.experiments.common import number_word, try_pyplot
+from matryoshka.experiments.common import describe_augment, duration, number_word, try_pyplot
 from matryoshka.experiments.compare import plot_comparison
 from matryoshka.viz import (
     markdown_table,
@@ -197,6 +197,15 @@ def _spread(spread: dict[int, dict[str, list[float]]] | None, seed0: int) -> lis
     ]
 
 
+def _source(results: dict[str, Any]) -> str:
+    """Where the run's CIFAR-10 came from: torchvision's files or an ImageNet-layout JPEG copy."""
+    root = results["config"]["data"].get("root")
+    if results.get("data_source") == "torchvision":
+        return f"CIFAR-10 through torchvision from `{root}`"
+    return (f"a JPEG copy of CIFAR-10 in `{root}` (JPEG compression costs a few points against "
+            "published CIFAR-10 figures)")  # fmt: skip
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     cfg, dims = results["config"], results["dims"]
     model, optim = cfg["model"], cfg["optim"]
@@ -209,16 +218,16 @@ def _header(results: dict[str, Any]) -> list[str]:
         results["command"],
         "```",
         "",
-        f"Data: CIFAR-10 JPEG copy (quality 75, so a few points below published CIFAR-10 "
-        f"figures); {cfg['data']['holdout']} training images held out for tuning the adaptive "
+        f"Data: {_source(results)}; {cfg['data']['holdout']} training images held out for "
+        f"tuning the adaptive "
         f"thresholds, {results['n_train']:,} for training; test = the {results['n_test']:,} test "
         f"images. Backbone `{model['backbone']}` {model['backbone_kwargs']}, d = "
         f"{model['d']}, sizes {dims}. Recipe shared by every model: {cfg['epochs']} epoch(s), "
         f"{optim['name']} lr {optim['lr']} (nesterov {optim['nesterov']}), "
         f"weight decay {optim['weight_decay']}, {optim['warmup_epochs']:g} warm-up epoch(s), "
         f"cosine decay, batch {cfg['batch_size']}, label smoothing {cfg['label_smoothing']}, "
-        f"pad-4 crop + flip, seed {cfg['seed']}. Training time of all {results['models']} "
-        f"models: {results['train_seconds'] / 60:.0f} min on this machine.",
+        f"{describe_augment(cfg['data'])}, seed {cfg['seed']}. Training time of all "
+        f"{results['models']} models: {duration(results['train_seconds'])} on this machine.",
         "",
     ]
 

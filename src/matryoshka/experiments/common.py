@@ -15,7 +15,17 @@ import torch
 from matryoshka._io import write_json
 from matryoshka.eval import read_json
 
-__all__ = ["RunClock", "command_line", "number_word", "read_results", "try_pyplot", "write_results"]
+__all__ = [
+    "RunClock",
+    "command_line",
+    "describe_augment",
+    "describe_data",
+    "duration",
+    "number_word",
+    "read_results",
+    "try_pyplot",
+    "write_results",
+]
 
 _WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -29,6 +39,34 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 def number_word(n: int) -> str:
     """``6`` -> ``"six"`` up to ten, digits above (for prose in reports)."""
     return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def describe_data(data: dict[str, Any]) -> str:
+    """A recipe's ``data`` section in words: which data set, from where."""
+    name, root = data.get("name"), data.get("root")
+    if name == "digits":
+        return "scikit-learn's 8x8 digits"
+    if name == "cifar10":
+        return f"CIFAR-10 from `{root}`" if root else "CIFAR-10 (torchvision's copy)"
+    words = f"the image folder `{root}`"
+    if data.get("image_size"):
+        words += f" at {data['image_size']}x{data['image_size']} pixels"
+    return words
+
+
+def describe_augment(data: dict[str, Any]) -> str:
+    """The training augmentation a recipe's ``data`` section asks for, in words."""
+    if data.get("name") == "digits" or not data.get("augment", True):
+        return "no augmentation"
+    parts = [f"pad-{data.get('padding', 4)} crop"] if data.get("crop", True) else []
+    if data.get("flip", True):
+        parts.append("flip")
+    return " + ".join(parts) or "no augmentation"
+
+
+def duration(seconds: float) -> str:
+    """``"42 s"`` under 90 seconds, else whole minutes: ``"7 min"``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def try_pyplot(what: str) -> Any | None:

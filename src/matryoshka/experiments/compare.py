@@ -21,7 +21,15 @@ from matryoshka._io import write_text
 from matryoshka._runtime import progress_bar, threads_for, torch_threads
 from matryoshka.dims import interpolated_dims, nesting_dims, validate_dims
 from matryoshka.eval import PCABaseline, encode, evaluate_embeddings, merge_results
-from matryoshka.experiments.common import RunClock, command_line, try_pyplot, write_results
+from matryoshka.experiments.common import (
+    RunClock,
+    command_line,
+    describe_augment,
+    describe_data,
+    duration,
+    try_pyplot,
+    write_results,
+)
 from matryoshka.train import (
     TrainConfig,
     config_to_dict,
@@ -195,7 +203,7 @@ def compare_methods(
     dims: Sequence[int] | None = None,
     progress: bool = True,
     command: str | None = None,
-    title: str = "Accuracy at every size",
+    title: str | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) every method's models, evaluate each at trained and in-between sizes.
 
@@ -207,6 +215,7 @@ def compare_methods(
         Where ``results.json``, ``report.md`` and ``accuracy_vs_dim.png`` go.
     methods : subset of :data:`METHODS`
     dims : trained sizes (default: :func:`model_dims` of ``base``)
+    title : the report's title (default: the methods and the data, from ``base``)
 
     Returns
     -------
@@ -231,13 +240,17 @@ def compare_methods(
     with torch_threads(threads):
         results = [_evaluate(m, encoded, dims, sizes) for m in progress_bar(
             methods, desc="evaluate", disable=not progress)]  # fmt: skip
+    config = config_to_dict(base)
     data = {
         "results": results,
         "trained": dims,
         "sizes": sizes,
         "command": command or command_line(),
-        "title": title,
-        "config": config_to_dict(base),
+        "title": title or f"MRL against its baselines on {describe_data(config['data'])}",
+        "config": config,
+        "n_train": len(enc.Xtr),
+        "n_test": len(enc.Xte),
+        "run_seconds": clock.stamp()["seconds"],  # training (or reuse), encoding, scoring
     }
     out_dir = Path(out_dir)
     write_results([out_dir / "results.json"], data)
@@ -272,12 +285,18 @@ def render_comparison(data: dict[str, Any], out_dir: str | Path) -> str:
     table = results_table(data["results"], trained=dims)
     plot = plot_comparison(data["results"], dims, out_dir / "accuracy_vs_dim.png", data["title"])
     optim = cfg["optim"]
+    seen = ""
+    if "n_train" in data:  # what the run saw and how long it took (older files lack them)
+        seen = (f" {data['n_train']:,} training and {data['n_test']:,} test examples; the run "
+                f"(training or reusing the models, encoding, scoring) took "
+                f"{duration(data['run_seconds'])}.")  # fmt: skip
     lines = [
         f"# {data['title']}",
         "",
-        f"Data: `{cfg['data']['name']}`; backbone `{cfg['model']['backbone']}`, d = "
+        f"Data: {describe_data(cfg['data'])} (`{cfg['data']['name']}`), "
+        f"{describe_augment(cfg['data'])}; backbone `{cfg['model']['backbone']}`, d = "
         f"{cfg['model']['d']}; trained sizes {dims}; {cfg['epochs']} epochs, {optim['name']} lr "
-        f"{optim['lr']}, batch {cfg['batch_size']}, seed {cfg['seed']}.",
+        f"{optim['lr']}, batch {cfg['batch_size']}, seed {cfg['seed']}.{seen}",
         "",
         "Top-1 in percent on the test split. `top-1` is each method's own head (MRL, MRL-E, FF; "
         "MRL has no classifier at an in-between size, MRL-E slices its shared one) or, for PCA and "

@@ -1,0 +1,99 @@
+"""``matryoshka compare``: MRL against its baselines, side by side, on any data set.
+
+The same job as the demo and the core of ``reproduce cifar10``, for the user's own recipe: MRL,
+MRL-E, one fixed-feature model per size, PCA and truncation of the full-size FF embedding, each
+scored at the trained sizes and the sizes in between. The report is titled and described from the
+recipe that ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from matryoshka.cli._common import add_common, dims_arg, threads_arg
+
+__all__ = ["add_compare_command"]
+
+_METHODS = ("mrl", "mrl-e", "ff", "pca", "truncation")
+
+
+def _methods(text: str) -> list[str]:
+    got = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in got if m not in _METHODS]
+    if bad or not got:
+        raise argparse.ArgumentTypeError(
+            f"methods are a comma-separated subset of {','.join(_METHODS)}, got {text!r}"
+        )
+    return got
+
+
+def _recipe(args: argparse.Namespace):
+    """The shared recipe: ``--config`` (or the defaults), then the overrides; models in OUT."""
+    from matryoshka.train import load_config
+
+    overrides = [o for o in args.overrides if not o.replace(" ", "").startswith("out_dir=")]
+    if len(overrides) != len(args.overrides):
+        raise ValueError("compare keeps its models in OUT/models: set --out instead of out_dir")
+    overrides.append(f"out_dir={Path(args.out) / 'models'}")
+    if args.threads is not None:
+        overrides.append(f"threads={args.threads}")
+    return load_config(args.config, overrides)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from matryoshka.experiments.common import read_results
+    from matryoshka.experiments.compare import compare_methods, render_comparison
+
+    if args.report_only:
+        data = read_results(Path(args.out) / "results.json", ("results", "trained", "config"),
+                            "`matryoshka compare`")  # fmt: skip
+        print(render_comparison(data, args.out))
+        print(f"redrew {args.out}/report.md and accuracy_vs_dim.png from results.json")
+        return 0
+    base = _recipe(args)
+    base.check()
+    out = compare_methods(base, args.out, methods=args.methods, dims=args.dims,
+                          progress=not args.quiet, title=args.title)  # fmt: skip
+    print(out["table"])
+    print(f"wrote {args.out}/report.md, results.json, accuracy_vs_dim.png ({out['seconds']:.0f}s)")
+    return 0
+
+
+def add_compare_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``compare`` to the ``matryoshka`` subcommands."""
+    p = add_common(
+        sub.add_parser(
+            "compare",
+            help="MRL against FF, PCA and truncation at every size, on any data",
+            description="Train (or reuse) MRL, MRL-E and one fixed-feature model per size on one "
+            "shared recipe, take PCA and truncation of the full-size FF embedding, and score all "
+            "of them at the trained sizes and the sizes in between (head or probe top-1, 1-NN). "
+            "The recipe is --config (default: the built-in digits recipe) with KEY=VALUE "
+            "overrides, as for `matryoshka train`. Model folders go to OUT/models and are reused "
+            "when finished (an interrupted one resumes); the report, results.json and a plot go "
+            "to OUT.",
+        )
+    )
+    p.add_argument("--config", help="YAML recipe shared by every model (e.g. configs/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument(
+        "--methods",
+        type=_methods,
+        default=list(_METHODS),
+        metavar="M,M,...",
+        help=f"a subset of {','.join(_METHODS)} (default: all)",
+    )
+    p.add_argument(
+        "--dims",
+        type=dims_arg,
+        metavar="M,M,...",
+        help="trained sizes (default: the recipe's model.dims, else doubling to model.d)",
+    )
+    p.add_argument("--title", help="the report's title (default: from the recipe's data)")
+    p.add_argument(
+        "--report-only", action="store_true", help="redraw the report from OUT/results.json"
+    )
+    threads_arg(p)
+    p.set_defaults(func=_compare)
