@@ -69,7 +69,9 @@ def test_clear_errors_name_the_file_the_column_and_what_was_found(tmp_path, vecs
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")
                            .replace(")", r"\)")):  # fmt: skip
             read_vectors(path, column)
-    with pytest.raises(ValueError, match=r"'doc' must hold one integer id|no ids column 'doc'"):
+    with pytest.raises(
+        ValueError, match=r"'doc' must hold one integer id or one string name|no ids column 'doc'"
+    ):
         read_vectors(tmp_path / "e.parquet", ids_column="doc")
 
 
@@ -109,3 +111,45 @@ def test_plan_draws_its_queries_at_random(tmp_path, capsys):
     held = np.sort(order[:40])
     assert len(set(held // 100)) == 4  # the seeded draw spans every cluster
     assert json.loads((tmp_path / "p.json").read_text())["n"] == 1000
+
+
+def test_string_ids_become_the_rows_names(tmp_path, vecs, capsys):
+    x, _ = vecs
+    names = [f"doc-{i}" for i in range(len(x))]
+    pq.write_table(pa.table({"id": names, "embedding": list(x)}), tmp_path / "v.parquet")
+    assert main(["index", "build", str(tmp_path / "v.parquet"), "--column", "embedding",
+                 "--ids-column", "id", "--out", str(tmp_path / "ix"), "--quiet"]) == 0  # fmt: skip
+    index = MatryoshkaIndex.load(tmp_path / "ix")
+    np.testing.assert_array_equal(index.ids, np.arange(len(x)))  # rows numbered in file order
+    np.save(tmp_path / "q.npy", x[[3, 150]])
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "ix"), "--queries", str(tmp_path / "q.npy"), "-k", "1",
+                 "--quiet"]) == 0  # fmt: skip
+    rows = [json.loads(r) for r in capsys.readouterr().out.splitlines()]
+    assert [r["names"] for r in rows] == [["doc-3"], ["doc-150"]]
+
+
+def test_plan_measures_recall_after_the_prefix_transform(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    # raw vectors dominated by a shared offset: cut without the layer norm, recall is poor
+    x = (rng.standard_normal((600, 32)) * (1 + np.arange(32)) ** -0.5 + 4).astype(np.float32)
+    np.save(tmp_path / "e.npy", x)
+    recalls = {}
+    for transform in ("none", "layer-norm"):
+        out = tmp_path / f"{transform}.json"
+        assert main(["plan", "--n", "1000", "--budget", "1MB", "--embeddings",
+                     str(tmp_path / "e.npy"), "--holdout", "50", "--dims", "8,32",
+                     "--precisions", "float32", "--prefix-transform", transform, "--json",
+                     str(out), "--quiet"]) == 0  # fmt: skip
+        plan = json.loads(out.read_text())
+        recalls[transform] = {r["dim"]: r["recall"] for r in plan["rows"]}
+    # the layer-norm plan measures what a layer-norm index returns: exact at full size
+    ln = apply_transform(x, "layer-norm")
+    order = np.random.default_rng(0).permutation(600)
+    q, b = ln[np.sort(order[:50])], ln[np.sort(order[50:])]
+    _, want = exact_search(q, b, 10)
+    _, got8 = exact_search(q, b, 10, dim=8)
+    expected8 = np.mean([len(set(a) & set(w)) / 10 for a, w in zip(got8, want, strict=True)])
+    assert recalls["layer-norm"][32] == 1.0
+    assert recalls["layer-norm"][8] == pytest.approx(expected8)
+    assert recalls["none"][8] != pytest.approx(expected8)  # the step changes what is measured

@@ -22,6 +22,7 @@ __all__ = ["add_index_commands"]
 
 ANN_KINDS = ("hnsw", "ivf", "ivfpq", "adanns")  # matryoshka.index.ann, without importing faiss
 METRICS = ("cosine", "ip", "l2")
+TRANSFORMS = ("none", "l2", "layer-norm")  # matryoshka.index.vectors.TRANSFORMS
 PRECISIONS = ("float32", "float16", "int8", "binary")
 
 
@@ -56,9 +57,12 @@ def _read(path: str, column: str | None, ids_column: str | None):
         x, _, meta = load_embeddings(path)
         return x, None, meta.get("names")
     try:
-        return (*read_vectors(path, column, ids_column), None)
+        x, ids = read_vectors(path, column, ids_column)
     except FileNotFoundError:
         raise FileNotFoundError(f"embeddings file not found: {path}") from None
+    if ids is not None and ids.dtype.kind == "U":  # names, not numbers: the index numbers rows
+        return x, None, ids.tolist()
+    return x, ids, None
 
 
 def _load_ids(path: str, n: int) -> np.ndarray:
@@ -231,6 +235,11 @@ def _plan(args: argparse.Namespace) -> int:
     elif args.queries:
         raise ValueError("--queries needs --embeddings")
     precisions = args.precisions.split(",") if args.precisions else PRECISIONS
+    if emb is not None and args.prefix_transform != "none":  # on the full vector, as the index
+        from matryoshka.index.vectors import apply_transform
+
+        emb = apply_transform(np.asarray(emb, np.float32), args.prefix_transform)
+        queries = apply_transform(np.asarray(queries, np.float32), args.prefix_transform)
     plan = plan_storage(
         args.n,
         args.budget,
@@ -295,7 +304,7 @@ def _add_build(isub: argparse._SubParsersAction) -> None:
     b.add_argument("--ids-column", help="the ids' array, column or key in the same file")
     b.add_argument(
         "--prefix-transform",
-        choices=("none", "l2", "layer-norm"),
+        choices=TRANSFORMS,
         default="none",
         help="a step the model prescribes on the full vector before cutting it (nomic-embed-text"
         "-v1.5: layer-norm); stored in the index and applied to queries too (default: none)",
@@ -401,6 +410,12 @@ def _add_plan(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of that draw (default 0)")
     p.add_argument("--column", help="the vectors' array, column or key (.npz, .parquet, .jsonl)")
     p.add_argument("--metric", choices=METRICS, default="cosine", help="default: cosine")
+    p.add_argument(
+        "--prefix-transform",
+        choices=TRANSFORMS,
+        default="none",
+        help="applied to each full vector before it is cut, as `index build` does (default none)",
+    )
     p.add_argument("-k", type=int, default=10, help="recall@k (default 10)")
     p.add_argument("--sample", type=int, default=100_000, help="embeddings searched (default 1e5)")
     p.add_argument("--fitting-only", action="store_true", help="list only rows that fit")

@@ -62,11 +62,14 @@ def _matrix(x: np.ndarray, path: Path, where: str) -> np.ndarray:
 
 
 def _ids(ids: np.ndarray, n: int, path: Path, where: str) -> np.ndarray:
+    """int64 ids, or str names (a corpus's document ids): (n,) either way."""
     ids = np.asarray(ids)
+    if ids.shape == (n,) and ids.dtype.kind in "OUT" and all(isinstance(v, str) for v in ids):
+        return ids.astype(str)
     if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(
-            f"{path}: {where} must hold one integer id per vector ({n}), got {ids.dtype} "
-            f"of shape {ids.shape}"
+            f"{path}: {where} must hold one integer id or one string name per vector ({n}), "
+            f"got {ids.dtype} of shape {ids.shape}"
         )
     return ids.astype(np.int64)
 
@@ -170,6 +173,9 @@ def read_vectors(
     path: str | os.PathLike, column: str | None = None, ids_column: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Embeddings (n, d) and their ids (n,) or None, from one of :data:`FORMATS`.
+
+    Ids are int64, or str when the column holds names (e.g. ``"doc-17"``): an index keeps those
+    as the rows' names and numbers the rows itself.
 
     ``.npy`` is memory-mapped; float16 and float32 stay as stored (other numbers become
     float32). See the module docstring for ``column`` and ``ids_column``.
