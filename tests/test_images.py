@@ -122,9 +122,14 @@ def test_image_size_resizes_and_center_crops(tmp_path: Path) -> None:
     pixels = np.zeros((40, 80, 3), dtype=np.uint8)  # (H, W, 3): wide, centre block white
     pixels[:, 20:60] = 255
     Image.fromarray(pixels).save(folder / "0.jpg", quality=95)
-    ds = image_folder(tmp_path / "big", "val", image_size=16, crop_fraction=1.0)
-    x = ds.decode(0)  # centre 40x40 square, all white
+    ds = image_folder(tmp_path / "big", "val", image_size=16, crop_fraction=0.9)
+    x = ds.decode(0)  # centre 36x36 square, all white
     assert x.shape == (3, 16, 16) and x.float().mean() > 250
+    whole = image_folder(tmp_path / "big", "val", image_size=16, crop_fraction=1.0).decode(0)
+    assert whole.shape == (3, 16, 16)  # 1.0: the whole 80x40 image squeezed, white in the middle
+    assert (
+        whole[:, :, 5:11].min() > 245 and whole[:, :, :3].max() < 10 and whole[:, :, 13:].max() < 10
+    )
     train = ds.with_augment("resized_crop")
     torch.manual_seed(0)
     first = train[0][0]

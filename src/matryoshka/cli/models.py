@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matryoshka.cli._common import add_common, dims_arg, threads_arg
 from matryoshka.cli.text import (
@@ -14,6 +16,9 @@ from matryoshka.cli.text import (
     is_text_recipe,
     train_text,
 )
+
+if TYPE_CHECKING:
+    from matryoshka.train import TrainConfig
 
 __all__ = ["add_model_commands"]
 
@@ -38,7 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    if is_text_recipe(args.config, list(args.overrides)):
+    if args.data is None and is_text_recipe(args.config, list(args.overrides)):
         return train_text(args)
     from matryoshka.train import load_config, train
 
@@ -47,16 +52,58 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"out_dir={args.out}")
     if args.threads is not None:
         overrides.append(f"threads={args.threads}")
-    cfg = load_config(args.config, overrides)
+    if args.data is not None:
+        cfg = _folder_config(args, overrides)
+    else:
+        cfg = load_config(args.config, overrides)
     result = train(
         cfg, resume=not args.no_resume, progress=not args.quiet, overwrite=args.overwrite
     )
-    last = result["history"][-1] if result["history"] else {}
-    if "test_top1" in last:
-        acc = ", ".join(f"{m}: {100 * v:.1f}%" for m, v in last["test_top1"].items())
+    scored = [r for r in result["history"] if "test_top1" in r]
+    if scored:
+        acc = ", ".join(f"{m}: {100 * v:.1f}%" for m, v in scored[-1]["test_top1"].items())
         print(f"test top-1 per size: {acc}")
+    else:  # eval_every=0: metrics.json has no test_top1; the card says no evaluation ran
+        print(
+            f"no evaluation ran during training (eval_every={cfg.eval_every}): score every size "
+            f"with `matryoshka eval {cfg.out_dir}`"
+        )
     print(f"model folder: {cfg.out_dir}")
     return 0
+
+
+def _folder_config(args: argparse.Namespace, overrides: list[str]) -> TrainConfig:
+    """``train --data PATH``: a recipe proposed from the folder, under the YAML and overrides.
+
+    The folder's path wins over the YAML's ``data.root``; ``data.mean``/``data.std`` and
+    ``data.channels`` left null are measured; the resolved recipe is printed as YAML.
+    """
+    from matryoshka.data import survey_images
+    from matryoshka.train import folder_recipe, load_config, recipe_yaml, resolve_data
+    from matryoshka.train.config import read_recipe
+    from matryoshka.train.folder import FOLDER_NOTES, survey_line
+
+    overrides = ["data.name=image_folder", f"data.root={json.dumps(str(args.data))}", *overrides]
+    named_backbone = "backbone" in (read_recipe(args.config, overrides).get("model") or {})
+    size = load_config(args.config, overrides).data.image_size  # the user's, checked
+    survey = survey_images(args.data, "train")
+    base = folder_recipe(args.data, survey, size, model=not named_backbone)
+    cfg = load_config(args.config, overrides, base=base)
+    if cfg.data.image_size is None and survey.size is None:
+        sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(survey.sizes.items())[:6])
+        common = max(survey.sizes, key=survey.sizes.get)
+        raise ValueError(
+            f"the training images of {args.data} differ in size ({sizes}); pass "
+            f"data.image_size=N to resize them all, e.g. data.image_size={min(common)}"
+        )
+    resolve_data(cfg, progress=not args.quiet)
+    header = [
+        f"matryoshka train --data {args.data}: the resolved recipe (YAML, overrides win)",
+        survey_line(args.data, survey),
+        f"repeat this run: matryoshka train --config {cfg.out_dir}/config.json out_dir=NEW",
+    ]
+    print(recipe_yaml(cfg, header, FOLDER_NOTES), flush=True)
+    return cfg
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -164,10 +211,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "key is an error. Checkpoints go to out_dir every epoch; running the same command "
             "again resumes. Under torchrun it trains with DDP. A recipe with `kind: text` "
             "fine-tunes a sentence encoder on a file of pairs (configs/text.yaml); a finished "
-            "text model is reused when its recipe matches.",
+            "text model is reused when its recipe matches. --data PATH trains on a folder of "
+            "one's own images (PATH/train/<class>/*.png and PATH/test/..., or train.tar and "
+            "test.tar) without a YAML file: classes, image size, grayscale or colour, mean and "
+            "std are read from the folder, and the resolved recipe is printed before training.",
         )
     )
-    p.add_argument("--config", help="YAML config file (default: built-in defaults, digits)")
+    p.add_argument(
+        "--config",
+        help="YAML config file, or a model folder (or its config.json) to repeat its run "
+        "(default: built-in defaults, digits)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="an image folder in the ImageNet layout: propose the recipe from it (a --config "
+        "and KEY=VALUE overrides win over the proposals); flip is off, data.flip=true turns it on",
+    )
     p.add_argument("--out", help="model folder (overrides out_dir)")
     p.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"

@@ -111,8 +111,9 @@ def resnet(
     d: int | None = None,
     cifar_stem: bool = False,
     weights: str | None = None,
+    in_channels: int = 3,
 ) -> nn.Module:
-    """A torchvision ResNet as a backbone returning (B, d).
+    """A torchvision ResNet as a backbone returning (B, d): x (B, in_channels, H, W) -> (B, d).
 
     Parameters
     ----------
@@ -126,6 +127,9 @@ def resnet(
     weights : str, optional
         A torchvision weights name (e.g. ``"IMAGENET1K_V2"``, downloads on a user's machine) or a
         local ``.pth``/``.safetensors`` state dict of the torchvision network.
+    in_channels : int
+        Channels of the input images (1 for grayscale). Other than 3, the first convolution is
+        a fresh one taking that many (pretrained ``weights`` keep their other layers).
     """
     torchvision = require("torchvision", "ResNet backbones")
     builders = {n: getattr(torchvision.models, n) for n in ("resnet18", "resnet34", "resnet50")}
@@ -137,9 +141,13 @@ def resnet(
     if local:
         net.load_state_dict(_load_state_dict(weights))
     width = net.fc.in_features
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be at least 1, got {in_channels}")
     if cifar_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return _ResNetBackbone(net, width, width if d is None else d)
 
 
@@ -158,7 +166,8 @@ def build_backbone(name: str, d: int, **kwargs: Any) -> nn.Module:
     """Backbone factory used by the training configs: ``name`` is one of :data:`BACKBONES`.
 
     ``kwargs`` go to the builder: ``in_features``/``hidden``/``dropout`` for ``mlp``,
-    ``width``/``in_channels`` for ``small_cnn``, ``cifar_stem``/``weights`` for ResNets.
+    ``width``/``in_channels`` for ``small_cnn``, ``cifar_stem``/``weights``/``in_channels`` for
+    ResNets.
     """
     builders = {"mlp": MLP, "small_cnn": SmallCNN}
     if name not in BACKBONES:

@@ -6,6 +6,7 @@ from matryoshka.train.checkpoint import (
     load_model,
     read_metrics,
     save_checkpoint,
+    saved_config,
 )
 from matryoshka.train.config import (
     TEXT_METHODS,
@@ -22,8 +23,9 @@ from matryoshka.train.config import (
     config_to_dict,
     load_config,
 )
-from matryoshka.train.data import DataSplits, load_data, load_holdout
+from matryoshka.train.data import DataSplits, load_data, load_holdout, resolve_data
 from matryoshka.train.device import resolve_device
+from matryoshka.train.folder import folder_recipe, recipe_yaml
 from matryoshka.train.loop import is_complete, train
 from matryoshka.train.text import (
     fit_st_trainer,
@@ -54,6 +56,7 @@ __all__ = [
     "config_to_dict",
     "fit_st_trainer",
     "fit_text",
+    "folder_recipe",
     "is_complete",
     "load_config",
     "load_data",
@@ -62,8 +65,11 @@ __all__ = [
     "load_text_model",
     "no_duplicate_batches",
     "read_metrics",
+    "recipe_yaml",
+    "resolve_data",
     "resolve_device",
     "save_checkpoint",
+    "saved_config",
     "save_text_model",
     "train",
 ]

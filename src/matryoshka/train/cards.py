@@ -95,22 +95,62 @@ def mark_matryoshka_config(folder: Path, dims: Sequence[int]) -> None:
 
 
 def image_card(name: str, info: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
-    """The ``README.md`` of an image model folder: recipe and test top-1 per size."""
+    """The ``README.md`` of an image model folder: what it is, how to load it, top-1 per size.
+
+    ``info``: the folder's ``config.json`` (``d``, ``dims``, ``classes``, ``config``);
+    ``metrics``: its ``metrics.json``. The results are the last evaluated epoch's head top-1.
+    """
     cfg = info.get("config", {})
-    model, optim = cfg.get("model", {}), cfg.get("optim", {})
-    history = (metrics or {}).get("history") or []
-    top1 = history[-1].get("test_top1") if history else None
-    results = {int(m): {"top-1": v} for m, v in top1.items()} if top1 else None
+    model, optim, data = cfg.get("model", {}), cfg.get("optim", {}), cfg.get("data", {})
+    evaluated = [r for r in (metrics or {}).get("history") or [] if r.get("test_top1")]
+    results = None
+    what = "Test top-1 of each size's head"
+    if evaluated:
+        last = evaluated[-1]
+        results = {int(m): {"top-1": v} for m, v in last["test_top1"].items()}
+        count = f" on {last['test_count']} test images" if last.get("test_count") else ""
+        what += f" after epoch {last.get('epoch')}{count}"
     done = (metrics or {}).get("epochs_done", 0)
+    kinds = {"mrl": "MRL: one classifier per size", "mrl-e": "MRL-E: one shared classifier, sliced",
+             "ff": "fixed feature: one size"}  # fmt: skip
+    head = kinds.get(model.get("head"), model.get("head"))
+    side = data.get("image_size")
+    size = f"resized to {side}x{side}" if side else "at their own size"
+    channels = {1: "1 channel (grayscale)", 3: "3 channels (RGB)"}.get(
+        data.get("channels"), "the data set's channels"
+    )
+    norm = "the data set's mean and std"
+    if data.get("mean"):
+        norm = f"mean {data.get('mean')}, std {data.get('std')}"
+    classes = info.get("classes", [])
+    m = (info.get("dims") or [info.get("d")])[0]
     return "\n".join([
         "---", "tags:", "- matryoshka", "- image-classification", "---", "",
         f"# {name}", "",
-        f"A `{model.get('backbone')}` with a `{model.get('head')}` head on "
-        f"`{cfg.get('data', {}).get('name')}` ({len(info.get('classes', []))} classes): "
-        f"embeddings of d = {info.get('d')}, trained at sizes {info.get('dims')}.", "",
-        f"- recipe: {cfg.get('epochs')} epochs ({done} done), {optim.get('name')} lr "
-        f"{optim.get('lr')}, batch {cfg.get('batch_size')}, seed {cfg.get('seed')}",
-        "- load: `matryoshka.train.load_model(path)`", "",
+        f"A `{model.get('backbone')}` backbone with a `{model.get('head')}` head ({head}): "
+        f"embeddings of d = {info.get('d')}, trained at sizes {info.get('dims')}; each size is a "
+        "prefix of the full embedding.", "",
+        "## Data", "",
+        f"- `{data.get('name')}` from `{data.get('root')}`: {len(classes)} classes "
+        f"({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})",
+        f"- images: {channels}, {size}, normalised with {norm}",
+        f"- augmentation: crop {data.get('crop', True) and data.get('augment', True)}, flip "
+        f"{data.get('flip', True) and data.get('augment', True)}", "",
+        "## Training", "",
+        f"- {cfg.get('epochs')} epochs ({done} done), {optim.get('name')} lr {optim.get('lr')}, "
+        f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}", "",
+        "## Use", "",
+        "```python",
+        "from matryoshka.train import load_data, load_model",
+        "",
+        f'model, cfg, classes = load_model("{name}")  # the recipe in config.json comes back too',
+        "train_ds, test_ds, _ = load_data(cfg, augment=False)  # normalised as in training",
+        "x, y = test_ds[0]",
+        f"z = model.embed(x[None])[:, :{m}]  # (1, {m}): any size up to {info.get('d')}",
+        "```", "",
+        "`matryoshka eval MODEL` scores every size; `matryoshka embed MODEL --out DIR` writes the "
+        "embeddings; `matryoshka train --config MODEL/config.json out_dir=...` repeats the "
+        "run.", "",
         "## Results", "",
-        *_results(results, "Test top-1 of each size's head at the last epoch"),
+        *_results(results, what),
     ])  # fmt: skip

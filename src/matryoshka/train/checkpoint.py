@@ -1,4 +1,5 @@
-"""Model folders: ``model.safetensors``, ``config.json``, ``train_state.pt``, ``metrics.json``.
+"""Model folders: ``model.safetensors``, ``config.json``, ``train_state.pt``, ``metrics.json`` and
+a ``README.md`` card (what the model is, how to load it, its test top-1 per size).
 
 A folder is written whole into a temporary sibling and swapped into place, so a crash leaves the
 previous checkpoint or the new one. Loading never unpickles: weights come from safetensors and the
@@ -19,13 +20,16 @@ from matryoshka._io import FolderKind, atomic_dir, resolve_dir
 from matryoshka.dims import nesting_dims
 from matryoshka.models import build_backbone
 from matryoshka.nn import FixedFeatureHead, MatryoshkaHead, MatryoshkaModel
+from matryoshka.train.cards import image_card
 from matryoshka.train.config import (
     HEADS,
     ModelConfig,
     TrainConfig,
     config_from_dict,
     config_to_dict,
+    saved_recipe,
 )
+from matryoshka.train.data import data_channels
 
 __all__ = [
     "LoadedModel",
@@ -34,23 +38,40 @@ __all__ = [
     "load_train_state",
     "read_metrics",
     "save_checkpoint",
+    "saved_config",
 ]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 STATE = "train_state.pt"
 METRICS = "metrics.json"
+CARD = "README.md"
 MODEL_FOLDER = FolderKind(
     "matryoshka model folder", CONFIG, fmt="matryoshka-model",
-    names=r"model\.safetensors|config\.json|train_state\.pt|metrics\.json",
+    names=r"model\.safetensors|config\.json|train_state\.pt|metrics\.json|README\.md",
 )  # fmt: skip
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> MatryoshkaModel:
-    """A fresh model from a model config: backbone of size ``cfg.d`` and the chosen head."""
+def build_model(
+    cfg: ModelConfig, num_classes: int, in_channels: int | None = None
+) -> MatryoshkaModel:
+    """A fresh model from a model config: backbone of size ``cfg.d`` and the chosen head.
+
+    ``in_channels``: the channels of the data's images (1 grayscale, 3 RGB), passed to a CNN
+    backbone (not the MLP); a different ``model.backbone_kwargs.in_channels`` is an error.
+    """
     if cfg.head not in HEADS:
         raise ValueError(f"model.head must be one of {HEADS}, got {cfg.head!r}")
-    backbone = build_backbone(cfg.backbone, cfg.d, **cfg.backbone_kwargs)
+    kwargs = dict(cfg.backbone_kwargs)
+    if in_channels is not None and cfg.backbone != "mlp":
+        asked = kwargs.setdefault("in_channels", in_channels)
+        if asked != in_channels:
+            raise ValueError(
+                f"model.backbone_kwargs.in_channels={asked} but the data's images have "
+                f"{in_channels} channel(s) (data.channels); leave in_channels out: the backbone "
+                "follows the data"
+            )
+    backbone = build_backbone(cfg.backbone, cfg.d, **kwargs)
     if cfg.head == "ff":
         head: nn.Module = FixedFeatureHead(cfg.d, num_classes)
     else:
@@ -74,7 +95,8 @@ def save_checkpoint(
 ) -> Path:
     """Write a model folder atomically; returns its path.
 
-    ``config.json`` holds the resolved training config plus ``d``, ``dims`` and ``classes``.
+    ``config.json`` holds the resolved training config plus ``d``, ``dims`` and ``classes``;
+    ``README.md`` is the card :func:`~matryoshka.train.cards.image_card` writes from it.
     A folder that exists and is not a model folder is refused unless ``overwrite``; entries
     the project does not write (an ``eval/`` folder, a user's notes) are kept either way.
     """
@@ -95,6 +117,7 @@ def save_checkpoint(
             torch.save(state, tmp / STATE)
         if metrics is not None:
             (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / CARD).write_text(image_card(Path(path).name, info, metrics))
     return Path(path)
 
 
@@ -125,8 +148,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     """Rebuild a model from its folder: ``(model in eval mode, config, classes)``."""
     path = resolve_dir(path)
     info = _read_info(path)
-    cfg = config_from_dict(info["config"])
-    model = build_model(cfg.model, len(info["classes"]))
+    cfg = _recipe(info)
+    model = build_model(cfg.model, len(info["classes"]), data_channels(cfg))
     weights = path / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing; the model folder is incomplete")
@@ -139,6 +162,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     except RuntimeError as e:
         raise ValueError(f"{weights} does not match the architecture in {CONFIG}: {e}") from e
     return LoadedModel(model.to(device).eval(), cfg, list(info["classes"]))
+
+
+def _recipe(info: dict[str, Any]) -> TrainConfig:
+    """The recipe in a model folder's ``config.json`` (older folders' defaults made explicit)."""
+    return config_from_dict(saved_recipe(info["config"]))
+
+
+def saved_config(path: str | Path) -> TrainConfig:
+    """The recipe a model folder was trained with, measured numbers included; no weights read."""
+    return _recipe(_read_info(resolve_dir(path)))
 
 
 def load_train_state(path: str | Path) -> dict[str, Any] | None:

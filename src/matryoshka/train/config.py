@@ -4,11 +4,14 @@ Two recipe kinds share one loader: :class:`TrainConfig` (image classification wi
 ``matryoshka train``) and :class:`TextTrainConfig` (fine-tuning a sentence encoder on text pairs).
 Either comes from nested dicts, a YAML file and ``section.key=value`` overrides; every key and
 type is checked against the dataclass, and an unknown key is an error that lists the valid ones,
-so a typo never silently does nothing. The resolved recipe is saved beside every trained model.
+so a typo never silently does nothing. The resolved recipe is saved beside every trained model,
+and a model folder (or its ``config.json``) reads back as the recipe it was trained with. The
+text recipe classes live in :mod:`matryoshka.train.text_config` and are re-exported here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -20,13 +23,21 @@ from typing import Any, TypeVar
 
 import yaml
 
-from matryoshka.data import DATASETS
+from matryoshka.data import DATASETS, IMAGENET_MEAN, IMAGENET_STD
 from matryoshka.dims import nesting_dims, validate_dims, validate_weights
 from matryoshka.models import BACKBONES
+from matryoshka.train.text_config import (
+    TEXT_LOSSES,
+    TEXT_METHODS,
+    TextDataConfig,
+    TextJobConfig,
+    TextTrainConfig,
+)
 
 HEADS = ("mrl", "mrl-e", "ff")
 
 __all__ = [
+    "TEXT_LOSSES",
     "TEXT_METHODS",
     "DataConfig",
     "ModelConfig",
@@ -40,6 +51,8 @@ __all__ = [
     "config_to_dict",
     "apply_overrides",
     "config_diff",
+    "read_recipe",
+    "saved_recipe",
 ]
 
 
@@ -50,9 +63,16 @@ class DataConfig:
     test_fraction: float = 0.2  # digits only: the held-out share
     train_subset: int | None = None  # use this many training examples (a seeded, stratified pick)
     holdout: int = 0  # examples set aside from the train split (never trained on) for tuning
-    augment: bool = True  # random crop + flip for images; ignored for digits
+    augment: bool = True  # images: the master switch of crop and flip (false: neither)
+    crop: bool = True  # random crop: pad-and-crop, or the random-resized crop on the fly
+    flip: bool = True  # random horizontal flip (wrong for digits and text)
+    padding: int = 4  # pad-and-crop: zero padding in pixels, the largest shift
     cache_dir: str | None = None  # decoded-image cache for image folders and tars
     image_size: int | None = None  # image_folder: output side in pixels (e.g. 224 for ImageNet)
+    crop_fraction: float = 0.875  # with image_size: centre crop of the shorter side (1.0: resize)
+    channels: int | None = None  # image_folder: 1 (grayscale) | 3 (RGB) | None = from the folder
+    mean: list[float] | None = None  # per channel; None: CIFAR-10's, or measured (image_folder)
+    std: list[float] | None = None  # as mean; the measured numbers are saved with the model
     test_split: str = "test"  # image_folder: the evaluation split's folder (ImageNet: val)
     num_workers: int = 0  # DataLoader worker processes
 
@@ -95,7 +115,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:<i>
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     threads: int | None = None  # CPU threads; None: 1 for small models, else the free cores
-    eval_every: int = 1  # test-split top-1 every n epochs (0 = only at the end)
+    eval_every: int = 1  # test-split top-1 every n epochs and at the last (0 = never)
+    eval_subset: int | None = None  # score a seeded, stratified pick of this many test images
     out_dir: str = "runs/train"  # the model folder: weights, config, training state, metrics
 
     def check(self) -> None:
@@ -111,6 +132,7 @@ class TrainConfig:
         _at_least("data.holdout", d.holdout, 0)
         _at_least("data.image_size", d.image_size, 1, none_ok=True)
         _at_least("data.num_workers", d.num_workers, 0)
+        _check_image_data(d)
         _at_least("model.d", m.d, 1)
         _at_least("model.dims_start", m.dims_start, 1)
         if m.dims is not None:
@@ -125,6 +147,7 @@ class TrainConfig:
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("eval_every", self.eval_every, 0)
+        _at_least("eval_subset", self.eval_subset, 1, none_ok=True)
         _at_least("threads", self.threads, 1, none_ok=True)
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
@@ -138,6 +161,33 @@ class TrainConfig:
             raise ValueError(
                 f"trainable must be 'all', 'head' or 'last<k>' (e.g. last1), got {t!r}"
             )
+
+
+def _check_image_data(d: DataConfig) -> None:
+    """The image settings: padding, crop fraction, channels, and mean/std matching them."""
+    _at_least("data.padding", d.padding, 0)
+    _between("data.crop_fraction", d.crop_fraction, 0, 1, low_open=True)
+    if d.channels not in (None, 1, 3):
+        raise ValueError(f"data.channels must be 1, 3 or null (from the data), got {d.channels!r}")
+    fixed = {"digits": 1, "cifar10": 3}.get(d.name)
+    if fixed and d.channels not in (None, fixed):
+        raise ValueError(
+            f"data.channels={d.channels}, but {d.name} images have {fixed} channel(s); leave it "
+            "null"
+        )
+    if (d.mean is None) != (d.std is None):
+        raise ValueError("data.mean and data.std go together: set both, or neither (null)")
+    if d.mean is None:
+        return
+    expect = d.channels or len(d.mean)
+    if len(d.mean) != expect or len(d.std) != expect or expect not in (1, 3):
+        raise ValueError(
+            f"data.mean and data.std need one value per channel ({d.channels or '1 or 3'}), got "
+            f"{d.mean} and {d.std}"
+        )
+    for i, (m, s) in enumerate(zip(d.mean, d.std)):
+        _between(f"data.mean[{i}]", m, 0, 1)
+        _between(f"data.std[{i}]", s, 0, None, low_open=True)
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
@@ -168,107 +218,6 @@ def _between(
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
         span = f"{lo}{low:g}, {high:g}{hi}" if high is not None else f"{lo}{low:g}, inf)"
         raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
-
-
-TEXT_METHODS = ("mrl", "plain", "st-peer")
-TEXT_LOSSES = ("in-batch", "cached")
-
-
-@dataclass
-class TextTrainConfig:
-    """Recipe of a text fine-tune on (anchor, positive) pairs.
-
-    The defaults are sentence-transformers' Matryoshka recipe, which the SciFact comparison
-    trains as the peer: lr 2e-5, batch 32, one epoch, 10% warm-up, scale 20, seed 42.
-    """
-
-    method: str = "mrl"  # one of TEXT_METHODS
-    dims: list[int] | None = None  # nested sizes (plain: the sizes it is meant to be cut to)
-    weights: list[float] | None = None  # one loss weight per size (default all 1; not for plain)
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many steps (default: epochs x batches)
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps
-    weight_decay: float = 0.0
-    temperature: float = 0.05  # similarities / temperature (0.05 = sentence-transformers' scale 20)
-    symmetric: bool = False  # also rank anchors for each positive
-    distill: float = 0.0  # weight of the full-size -> prefix ranking distillation ("mrl" only)
-    max_seq_length: int | None = None  # tokens per text (default: the model's own limit)
-    no_duplicates: bool = True
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    trainer: str = "loop"  # "loop" (ours, every method) or "sentence-transformers" ("st-peer")
-    loss: str = "in-batch"  # in-batch | cached (GradCache: large batches in mini-batches)
-    mini_batch_size: int = 32  # cached: texts per forward pass
-    query_prompt: str | None = None  # put before every anchor (e.g. "query: ")
-    document_prompt: str | None = None  # put before every positive and negative
-    extra: dict[str, Any] = field(default_factory=dict)  # free notes (e.g. which pairs)
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
-        if self.method not in TEXT_METHODS:
-            raise ValueError(f"method must be one of {TEXT_METHODS}, got {self.method!r}")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
-        if self.max_seq_length is not None and self.max_seq_length < 1:
-            raise ValueError(f"max_seq_length must be at least 1, got {self.max_seq_length}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be at least 0, got {self.seed}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError(
-                f"lr and temperature must be positive, got {self.lr}, {self.temperature}"
-            )
-        if self.distill < 0:
-            raise ValueError(f"distill must be non-negative, got {self.distill}")
-        if self.distill and self.method != "mrl":
-            raise ValueError(f"distill applies to method 'mrl' only, not {self.method!r}")
-        if self.trainer not in ("loop", "sentence-transformers"):
-            raise ValueError(
-                f"trainer must be 'loop' or 'sentence-transformers', got {self.trainer!r}"
-            )
-        if self.loss not in TEXT_LOSSES:
-            raise ValueError(f"loss must be one of {TEXT_LOSSES}, got {self.loss!r}")
-        if self.mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be at least 1, got {self.mini_batch_size}")
-        if self.method == "plain" and self.weights is not None:
-            raise ValueError("weights apply to the nested sizes; method 'plain' trains one size")
-        if self.trainer == "sentence-transformers" and self.method != "st-peer":
-            raise ValueError(
-                f"trainer 'sentence-transformers' runs method 'st-peer' only, not {self.method!r}"
-            )
-
-
-@dataclass
-class TextDataConfig:
-    pairs: str | None = None  # a JSONL, CSV, TSV or Parquet file of training pairs
-    anchor: str = "anchor"  # the column of the queries
-    positive: str = "positive"  # the column of their relevant texts
-    negative: str | None = None  # a column of hard negatives, if the file has one
-
-
-@dataclass
-class TextJobConfig:
-    """A text fine-tune from the command line (``matryoshka train --config text.yaml``)."""
-
-    kind: str = "text"  # what tells a text recipe from an image one
-    base_model: str | None = None  # a model folder or Hub name; None: packaged all-MiniLM-L6-v2
-    data: TextDataConfig = field(default_factory=TextDataConfig)
-    train: TextTrainConfig = field(default_factory=TextTrainConfig)
-    device: str = "cpu"
-    out_dir: str = "runs/text"
-
-    def check(self) -> None:
-        if self.kind != "text":
-            raise ValueError(f"kind must be 'text' for a text recipe, got {self.kind!r}")
-        if not self.data.pairs:
-            raise ValueError("data.pairs must name the file of training pairs")
-        self.train.check()
 
 
 Config = TypeVar("Config")
@@ -363,8 +312,10 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 # Settings that do not change what a run computes: they may differ between a run and its resume.
-_RUNTIME_KEYS = {"out_dir", "device", "amp", "threads", "eval_every", "data.root", "data.cache_dir",
-                 "data.num_workers"}  # fmt: skip
+_RUNTIME_KEYS = {"out_dir", "device", "amp", "threads", "eval_every", "eval_subset", "data.root",
+                 "data.cache_dir", "data.num_workers"}  # fmt: skip
+# Settings measured from the data when left null: they count only when the request sets them.
+MEASURED_KEYS = ("data.channels", "data.mean", "data.std")
 # Settings a fixed-feature model (one size, one loss) does not read.
 _NESTING_KEYS = {"model.dims", "model.dims_start", "loss_weights", "loss_reduction"}
 
@@ -382,8 +333,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_diff(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     """Dotted keys whose values differ in a way that changes training (runtime keys ignored).
 
-    A backbone argument the training loop filled in itself (``in_features`` of the MLP) counts
-    only when the requested config sets it. Between two fixed-feature (``ff``) runs the nesting
+    A backbone argument the training loop filled in itself (``in_features`` of the MLP), and a
+    setting measured from the data (:data:`MEASURED_KEYS`), count only when the requested config
+    sets it. Between two fixed-feature (``ff``) runs the nesting
     keys are ignored too: a single-size model trains the same whatever sizes its siblings use.
     ``init_from`` paths are compared once resolved (links followed).
     """
@@ -401,6 +353,7 @@ def config_diff(saved: TrainConfig, requested: TrainConfig) -> list[str]:
         for k in keys
         if k not in ignore
         and not (k.startswith("model.backbone_kwargs.") and k not in b)
+        and not (k in MEASURED_KEYS and b.get(k) is None)
         and a.get(k) != b.get(k)
     ]
 
@@ -440,10 +393,36 @@ def _read_yaml(path: Path) -> Any:
         raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
 
 
+def read_recipe(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The nested settings :func:`load_config` builds a recipe from, not yet checked.
+
+    ``base`` under the file's settings under the ``overrides``; shows what a user set.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if path.is_dir() and (path / "config.json").is_file():
+            path = path / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = _read_yaml(path)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of config sections, got {loaded!r}")
+        data = loaded or {}
+        if data.get("format") == "matryoshka-model" and isinstance(data.get("config"), dict):
+            data = saved_recipe(data["config"])  # a model folder's config.json
+    return apply_overrides(_merge(base or {}, data), list(overrides or []))
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     cls: type[Config] = TrainConfig,
+    base: dict[str, Any] | None = None,
 ) -> Config:
     """Read a YAML file (optional), apply ``key=value`` overrides, check every key and type.
 
@@ -451,24 +430,42 @@ def load_config(
     ----------
     path : path, optional
         A YAML mapping whose sections mirror ``cls`` (``data``, ``model``, ``optim`` and
-        top-level keys for :class:`TrainConfig`).
+        top-level keys for :class:`TrainConfig`); or a model folder, or its ``config.json``,
+        whose saved recipe (measured numbers included) is read, to repeat a run.
     overrides : list of str, optional
         ``section.key=value`` strings; values parse as YAML (``0.1``, ``[8, 16]``, ``null``).
     cls : type, default :class:`TrainConfig`
         :class:`TextTrainConfig` for a text recipe.
+    base : dict, optional
+        Nested settings under the file's: the file's keys win over them, overrides over both.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        loaded = _read_yaml(path)
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of config sections, got {loaded!r}")
-        data = loaded or {}
-    data = apply_overrides(data, list(overrides or []))
+    data = read_recipe(path, overrides, base)
     try:
         return config_from_dict(data, cls)
     except ValueError as e:
         where = f" in {path}" if path is not None else ""
         raise ValueError(f"{e}{where}") from None
+
+
+def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """``low`` updated with ``high``, section by section (``high`` wins); neither is changed."""
+    out = copy.deepcopy(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def saved_recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """A recipe saved in a model folder, as that model was trained.
+
+    Folders written before ``data.mean`` existed normalised ``image_folder`` data with
+    ImageNet's numbers in 3 channels; their recipe says so explicitly when read back.
+    """
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("name") == "image_folder" and "mean" not in data:
+        data = {**data, "channels": 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        return {**config, "data": data}
+    return config

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from matryoshka._runtime import progress_write, step_flops, threads_for, torch_t
 from matryoshka.models import backbone_blocks
 from matryoshka.nn import MatryoshkaLoss
 from matryoshka.train.checkpoint import (
+    CONFIG,
     MODEL_FOLDER,
     STATE,
     build_model,
@@ -32,9 +34,10 @@ from matryoshka.train.checkpoint import (
     load_train_state,
     read_metrics,
     save_checkpoint,
+    saved_config,
 )
 from matryoshka.train.config import TrainConfig, config_diff, config_from_dict, config_to_dict
-from matryoshka.train.data import load_data
+from matryoshka.train.data import data_channels, eval_split, load_data, resolve_data
 from matryoshka.train.device import resolve_device
 from matryoshka.train.epoch import epoch_loader, epoch_seed, head_accuracy, run_epoch, summary_line
 
@@ -148,7 +151,7 @@ class _Run:
     model: nn.Module
     wrapped: nn.Module  # the model, or its DDP wrapper
     train_ds: Dataset
-    test_ds: Dataset
+    test_ds: Dataset  # what training scores: the test split, or its eval_subset pick
     classes: list[str]
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -170,13 +173,18 @@ def _start(
     """Data, model, optimizer, schedule and loss of a run, restored from its checkpoint if any.
 
     The order of the random draws (seed, data, model initialisation) is fixed: a resumed or
-    repeated run must end with the same weights.
+    repeated run must end with the same weights. An image folder's channels, mean and std left
+    null are the resumed run's, or found from the data, before anything is drawn.
     """
+    if resume:
+        _fill_measured(cfg)
+    resolve_data(cfg, progress=show)
     torch.manual_seed(cfg.seed)
     train_ds, test_ds, classes = load_data(cfg, progress=show)
+    test_ds = eval_split(test_ds, cfg)
     if cfg.model.backbone == "mlp" and "in_features" not in cfg.model.backbone_kwargs:
         cfg.model.backbone_kwargs["in_features"] = int(train_ds[0][0].numel())
-    model = build_model(cfg.model, len(classes))
+    model = build_model(cfg.model, len(classes), data_channels(cfg))
     if cfg.init_from:
         _init_from(model, cfg.init_from)
     _set_trainable(model, cfg.trainable)
@@ -224,9 +232,10 @@ def _epoch(run: _Run, epoch: int, show: bool, threads: int) -> dict[str, Any]:
     record["epoch"] = epoch + 1
     record["threads"] = threads  # CPU threads it ran with (results may differ in the last bits)
     last = epoch + 1 == cfg.epochs
-    due = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+    due = cfg.eval_every > 0 and (last or (epoch + 1) % cfg.eval_every == 0)  # 0: never
     if run.rank == 0 and due:
         record["test_top1"] = head_accuracy(run.model, run.test_ds, 512, run.device, run.use_amp)
+        record["test_count"] = len(run.test_ds)  # the eval_subset pick, or the whole split
     run.history.append(record)
     if run.rank == 0:
         state = {"epoch": epoch + 1, "optimizer": run.optimizer.state_dict(),
@@ -318,6 +327,19 @@ def _train(
         "complete": bool(history) and history[-1]["epoch"] == cfg.epochs,
         "history": history,
     }
+
+
+def _fill_measured(cfg: TrainConfig) -> None:
+    """Resuming: data settings measured from the data and left null are the saved run's."""
+    if not (Path(cfg.out_dir) / CONFIG).is_file():
+        return
+    try:
+        saved = saved_config(cfg.out_dir).data
+    except (OSError, ValueError):  # not ours, or corrupt: the resume itself reports it
+        return
+    for key in ("channels", "mean", "std"):
+        if getattr(cfg.data, key) is None:
+            setattr(cfg.data, key, getattr(saved, key))
 
 
 def _init_from(model: nn.Module, path: str) -> None:

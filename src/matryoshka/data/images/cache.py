@@ -1,11 +1,13 @@
 """The decoded-image cache: every image of a split decoded once into a memory-mappable uint8 array.
 
-A cache is a folder ``<cache_dir>/<split>-<size>-<hash>/`` (the hash: the first 10 hex digits of
-the SHA-1 of the source's resolved path) holding ``images.npy`` (uint8, (N, 3, H, W)),
-``labels.npy`` (int64, (N,)) and ``meta.json`` (format version, key, classes, count). The key
-names the source, split, ``image_size``, crop fraction and a fingerprint of the source (a tar's
-size and mtime; a folder's image count, bytes and newest mtime); a cache whose key differs, or
-that cannot be read, is rebuilt. It is written atomically, so a crash leaves no half cache.
+A cache is a folder ``<cache_dir>/<split>-<size>-<hash>/`` (``<split>-<size>-gray-<hash>`` for
+grayscale; the hash: the first 10 hex digits of the SHA-1 of the source's resolved path) holding
+``images.npy`` (uint8, (N, C, H, W), C = 3 or 1), ``labels.npy`` (int64, (N,)) and ``meta.json``
+(format version, key, classes, count). The key names the source, split, ``image_size``, crop
+fraction, channels and a fingerprint of the source (a tar's size and mtime; a folder's image
+count, bytes and newest mtime); a cache whose key differs, or that cannot be read, is rebuilt.
+The key holds ``channels`` only when it is not 3, so caches written before grayscale existed
+stay valid. It is written atomically, so a crash leaves no half cache.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ CACHE_FOLDER = FolderKind("matryoshka image cache", "meta.json", keys=("version"
                           names=r"images\.npy|labels\.npy|meta\.json")  # fmt: skip
 
 
-def _cache_folder(cache_dir: Path, source: _Source, split: str | None, size: int | None) -> Path:
-    """``cache_dir/<split or all>-<size or native>-<hash of the source's path>``."""
+def _cache_folder(
+    cache_dir: Path, source: _Source, split: str | None, size: int | None, channels: int = 3
+) -> Path:
+    """``cache_dir/<split or all>-<size or native>[-gray]-<hash of the source's path>``."""
     digest = hashlib.sha1(str(source.path.resolve()).encode()).hexdigest()[:10]
-    return cache_dir / f"{split or 'all'}-{size or 'native'}-{digest}"
+    gray = "-gray" if channels == 1 else ""
+    return cache_dir / f"{split or 'all'}-{size or 'native'}{gray}-{digest}"
 
 
 def _decode_all(
@@ -43,10 +48,11 @@ def _decode_all(
     crop_fraction: float,
     progress: bool,
     allocate: Callable[[tuple[int, ...]], Any],
+    channels: int = 3,
 ) -> Any:
-    """Decode every sample into ``allocate(shape)``, a uint8 array of shape (N, 3, H, W).
+    """Decode every sample into ``allocate(shape)``, a uint8 array of shape (N, C, H, W).
 
-    A tar is read front to back; the array is allocated once the first image gives (3, H, W),
+    A tar is read front to back; the array is allocated once the first image gives (C, H, W),
     and every other image must have that shape.
     """
     order: Sequence[int] = range(len(samples))
@@ -56,7 +62,7 @@ def _decode_all(
     for i in progress_bar(
         order, desc=f"decoding {source.path.name}", unit="img", disable=not progress
     ):
-        x = _decode(source, samples[i][0], image_size, crop_fraction)  # (3, H, W)
+        x = _decode(source, samples[i][0], image_size, crop_fraction, channels=channels)
         if out is None:
             out = allocate((len(samples), *x.shape))
         elif x.shape != out.shape[1:]:
@@ -77,6 +83,7 @@ def _build_cache(
     image_size: int | None,
     crop_fraction: float,
     progress: bool,
+    channels: int,
 ) -> None:
     """Decode ``samples`` and write the cache folder ``folder`` atomically."""
     with atomic_dir(folder, CACHE_FOLDER) as tmp:
@@ -84,7 +91,9 @@ def _build_cache(
         def allocate(shape: tuple[int, ...]) -> np.ndarray:
             return np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, shape)
 
-        images = _decode_all(source, samples, image_size, crop_fraction, progress, allocate)
+        images = _decode_all(
+            source, samples, image_size, crop_fraction, progress, allocate, channels
+        )  # (N, C, H, W)
         images.flush()
         del images  # close the map before the folder is renamed
         np.save(tmp / "labels.npy", np.array([label for _, label in samples], dtype=np.int64))
@@ -114,20 +123,23 @@ def _cached_images(
     image_size: int | None,
     crop_fraction: float,
     progress: bool,
+    channels: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, list[str], Path]:
     """The cache of ``source`` under ``cache_dir``, built first when missing or stale.
 
     Returns
     -------
-    images : read-only uint8 memory map of shape (N, 3, H, W)
+    images : read-only uint8 memory map of shape (N, C, H, W)
     labels : int64 array of shape (N,)
     classes : list of str
     folder : the cache folder
     """
-    folder = _cache_folder(cache_dir, source, split, image_size)
+    folder = _cache_folder(cache_dir, source, split, image_size, channels)
     key: dict[str, Any] = {"source": str(source.path.resolve()), "split": split}
     key["image_size"] = image_size
     key["crop_fraction"] = crop_fraction if image_size is not None else None
+    if channels != 3:  # left out for RGB: caches written before grayscale existed stay valid
+        key["channels"] = channels
     if isinstance(source, _TarSource):  # size and mtime of the tar: no need to open it
         st = source.path.stat()
         key["fingerprint"] = [st.st_size, st.st_mtime_ns]
@@ -139,7 +151,9 @@ def _cached_images(
         key["fingerprint"] = list(fingerprint)
         cached = _load_cache(folder, key)
     if cached is None:
-        _build_cache(folder, source, samples, classes, key, image_size, crop_fraction, progress)
+        _build_cache(
+            folder, source, samples, classes, key, image_size, crop_fraction, progress, channels
+        )
         cached = _load_cache(folder, key)
         if cached is None:
             raise RuntimeError(f"the image cache at {folder} could not be read back")

@@ -1,8 +1,10 @@
 """The two image data sets: pixels decoded once into an array, or decoded from files on access.
 
-Both are ``torch.utils.data.Dataset`` s of ``(float32 tensor of shape (3, H, W), int label)``
-with ``classes`` (list of str) and ``labels`` (int64 tensor of shape (N,)), and
-``with_augment(...)`` for a view with another augmentation. :class:`DecodedImageDataset` holds a
+Both are ``torch.utils.data.Dataset`` s of ``(float32 tensor of shape (C, H, W), int label)``
+(C = 3 for RGB, 1 for grayscale) with ``classes`` (list of str), ``labels`` (int64 tensor of shape
+(N,)), ``channels``, ``mean`` and ``std``, ``with_augment(...)`` for a view with another
+augmentation, ``with_stats(mean, std)`` for a view with another normalisation, and
+``pixels(indices)`` for the uint8 images before augmentation. :class:`DecodedImageDataset` holds a
 uint8 array (often a memory map of the cache); :class:`ImageFileDataset` decodes each image with
 Pillow from a folder or tar source.
 """
@@ -19,11 +21,11 @@ from torch.utils.data import Dataset
 from matryoshka.data.images.decode import _decode
 from matryoshka.data.images.sources import _Source
 from matryoshka.data.images.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Augment,
     _check_augment,
+    _check_channels,
     _check_stats,
+    _default_stats,
     normalize,
     random_crop_flip,
     random_resized_box,
@@ -40,11 +42,13 @@ class DecodedImageDataset(Dataset):
 
     Parameters
     ----------
-    images : uint8 ndarray or tensor of shape (N, 3, H, W); may be a read-only memory map
+    images : uint8 ndarray or tensor of shape (N, C, H, W), C = 3 (RGB) or 1 (grayscale); may
+        be a read-only memory map
     labels : int array-like of shape (N,)
     classes : list of str, the class names; ``labels`` index into it
     augment : ``"crop"`` or ``"none"`` (``"auto"`` means ``"none"`` here)
-    mean, std : per-channel normalisation, three floats each in [0, 1] units
+    mean, std : per-channel normalisation, C floats each in [0, 1] units; None: ImageNet's (for
+        one channel, the averages of ImageNet's three)
     padding : int, the crop's zero padding (``"crop"`` only)
     flip : bool, random horizontal flip (``"crop"`` only)
     """
@@ -55,8 +59,8 @@ class DecodedImageDataset(Dataset):
         labels: Sequence[int] | np.ndarray | torch.Tensor,
         classes: Sequence[str],
         augment: Augment = "none",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         padding: int = 4,
         flip: bool = True,
     ) -> None:
@@ -66,13 +70,14 @@ class DecodedImageDataset(Dataset):
                 "augment='resized_crop' needs the original images, decoded ones have a fixed size: "
                 "use augment='crop', or image_folder(..., cache_dir=None) to decode on the fly"
             )
-        _check_stats(mean, std)
         uint8 = images.dtype == (torch.uint8 if isinstance(images, torch.Tensor) else np.uint8)
-        if images.ndim != 4 or images.shape[1] != 3 or not uint8:
+        if images.ndim != 4 or images.shape[1] not in (1, 3) or not uint8:
             raise ValueError(
-                "images must be uint8 of shape (N, 3, H, W), "
+                "images must be uint8 of shape (N, 3, H, W) or (N, 1, H, W), "
                 f"got {images.dtype} of shape {tuple(images.shape)}"
             )
+        self.channels = int(images.shape[1])
+        mean, std = _stats_or_default(mean, std, self.channels)
         self.images = images
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)  # (N,)
         if self.labels.shape != (images.shape[0],):
@@ -83,7 +88,7 @@ class DecodedImageDataset(Dataset):
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise ValueError(f"labels must lie in [0, {len(self.classes)}), one per class name")
         self.augment = "none" if augment == "auto" else augment
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std = mean, std
         self.padding, self.flip = padding, flip
         self._mmap_path: str | None = None  # set when images is a memory map of a cache file
 
@@ -100,29 +105,39 @@ class DecodedImageDataset(Dataset):
         other.augment = "none" if augment == "auto" else augment
         return other
 
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> DecodedImageDataset:
+        """The same images normalised with another ``mean`` and ``std`` (C floats each)."""
+        other = self.with_augment(self.augment)
+        other.mean, other.std = _stats_or_default(mean, std, self.channels)
+        return other
+
+    def pixels(self, indices: Sequence[int]) -> torch.Tensor:
+        """uint8 tensor of shape (B, C, H, W): the images at ``indices``, before augmentation."""
+        return self._gather(indices)
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def _gather(self, indices: Sequence[int]) -> torch.Tensor:
-        """uint8 tensor of shape (B, 3, H, W): the images at ``indices``."""
+        """uint8 tensor of shape (B, C, H, W): the images at ``indices``."""
         if isinstance(self.images, torch.Tensor):
             return self.images[torch.as_tensor(indices, dtype=torch.int64)]
         return torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(indices)]))
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment and normalise uint8 (B, 3, H, W) into float32 (B, 3, H, W)."""
+        """Augment and normalise uint8 (B, C, H, W) into float32 (B, C, H, W)."""
         if self.augment == "crop":
             x = random_crop_flip(x, self.padding, self.flip)
         return normalize(x, self.mean, self.std)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """One image as float32 of shape (3, H, W) and its label."""
-        x = self._gather([index])  # (1, 3, H, W) uint8
+        """One image as float32 of shape (C, H, W) and its label."""
+        x = self._gather([index])  # (1, C, H, W) uint8
         return self._finish(x)[0], int(self.labels[index])
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
         """A batch at once (what ``DataLoader`` calls): one gather, batched augmentation."""
-        x = self._finish(self._gather(indices))  # (B, 3, H, W) float32
+        x = self._finish(self._gather(indices))  # (B, C, H, W) float32
         return list(zip(x.unbind(0), self.labels[torch.as_tensor(indices)].tolist(), strict=True))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -159,7 +174,7 @@ class ImageFileDataset(Dataset):
     augment : ``"crop"``, ``"resized_crop"`` or ``"none"`` (``"auto"`` means ``"none"``)
     mean, std, padding, flip : as in :class:`DecodedImageDataset`
     crop_fraction : float, evaluation resizes the shorter side to ``image_size / crop_fraction``
-        and centre-crops ``image_size`` (0.875: 256 then 224)
+        and centre-crops ``image_size`` (0.875: 256 then 224); 1.0 resizes the whole image
     scale, ratio : ranges of the random-resized crop's area fraction and aspect ratio
     """
 
@@ -170,16 +185,18 @@ class ImageFileDataset(Dataset):
         classes: Sequence[str],
         image_size: int | None = None,
         augment: Augment = "none",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         padding: int = 4,
         flip: bool = True,
         crop_fraction: float = 0.875,
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        channels: int = 3,
     ) -> None:
         _check_augment(augment)
-        _check_stats(mean, std)
+        _check_channels(channels)
+        mean, std = _stats_or_default(mean, std, channels)
         if augment == "resized_crop" and image_size is None:
             raise ValueError("augment='resized_crop' needs an image_size (e.g. 224)")
         if not 0 < crop_fraction <= 1:
@@ -190,7 +207,7 @@ class ImageFileDataset(Dataset):
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
         self.image_size = image_size
         self.augment = "none" if augment == "auto" else augment
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std, self.channels = mean, std, channels
         self.padding, self.flip = padding, flip
         self.crop_fraction, self.scale, self.ratio = crop_fraction, scale, ratio
 
@@ -207,27 +224,41 @@ class ImageFileDataset(Dataset):
         other.augment = "none" if augment == "auto" else augment
         return other
 
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> ImageFileDataset:
+        """The same images normalised with another ``mean`` and ``std`` (C floats each)."""
+        other = self.with_augment(self.augment)
+        other.mean, other.std = _stats_or_default(mean, std, self.channels)
+        return other
+
+    def pixels(self, indices: Sequence[int]) -> torch.Tensor:
+        """uint8 tensor of shape (B, C, H, W): the images at ``indices``, before augmentation
+        (all must have one size)."""
+        return torch.stack([self.decode(i) for i in indices])
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def decode(self, index: int) -> torch.Tensor:
-        """The image at ``index`` as uint8 of shape (3, H, W), before augmentation.
+        """The image at ``index`` as uint8 of shape (C, H, W), before augmentation.
 
         With ``image_size`` set this is the evaluation view (resize and centre crop), the same
         pixels a cache at that size holds.
         """
         name = self.samples[index][0]
-        return _decode(self.source, name, self.image_size, self.crop_fraction)
+        return _decode(
+            self.source, name, self.image_size, self.crop_fraction, channels=self.channels
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """One image as float32 of shape (3, H, W) and its label."""
+        """One image as float32 of shape (C, H, W) and its label."""
         name, label = self.samples[index]
         if self.augment == "resized_crop":
-            x = _decode(self.source, name, None, 1.0, self._random_box, self.image_size)
+            x = _decode(self.source, name, None, 1.0, self._random_box, self.image_size,
+                        self.channels)  # fmt: skip
             if self.flip and float(torch.rand(())) < 0.5:
                 x = x.flip(-1)
         else:
-            x = _decode(self.source, name, self.image_size, self.crop_fraction)
+            x = self.decode(index)
             if self.augment == "crop":
                 x = random_crop_flip(x, self.padding, self.flip)
         return normalize(x, self.mean, self.std), label
@@ -241,3 +272,14 @@ class ImageFileDataset(Dataset):
             f"{type(self).__name__}(n={len(self)}, source={self.source.path}, "
             f"classes={len(self.classes)}, image_size={self.image_size}, augment={self.augment!r})"
         )
+
+
+def _stats_or_default(
+    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` as tuples, checked against ``channels``; None: :func:`_default_stats`."""
+    default_mean, default_std = _default_stats(channels)
+    mean = default_mean if mean is None else mean
+    std = default_std if std is None else std
+    _check_stats(mean, std, channels)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -18,13 +18,13 @@ from matryoshka._optional import require
 from matryoshka.data.images.cache import _cached_images, _decode_all
 from matryoshka.data.images.datasets import DecodedImageDataset, ImageFileDataset
 from matryoshka.data.images.sources import _list, _open_source
+from matryoshka.data.images.survey import survey_images
 from matryoshka.data.images.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Augment,
     _check_augment,
+    _check_channels,
 )
 
 __all__ = ["cifar10", "image_folder"]
@@ -37,10 +37,12 @@ def image_folder(
     cache_dir: str | os.PathLike | None = None,
     image_size: int | None = None,
     augment: Augment = "auto",
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     padding: int = 4,
+    flip: bool = True,
     crop_fraction: float = 0.875,
+    channels: int | None = 3,
     progress: bool = True,
 ) -> DecodedImageDataset | ImageFileDataset:
     """An image data set in the ImageNet layout, from a folder or a tar file.
@@ -55,50 +57,56 @@ def image_folder(
         ``"train"``, ``"test"``, ``"val"``...; also decides ``augment="auto"``.
     cache_dir : path, optional
         Decode every image once into ``cache_dir/<split>-<size>-<hash>/images.npy``
-        (uint8, (N, 3, H, W), memory-mapped) and read from there; rebuilt when the source's path,
-        size or mtime, or ``image_size``, changes. Written atomically (a crash leaves no half
-        cache). Under DDP, build it once before the ranks start (or on rank 0, then barrier), so
-        that ranks do not each decode. None: decode on every access.
+        (uint8, (N, C, H, W), memory-mapped) and read from there; rebuilt when the source's path,
+        size or mtime, ``image_size`` or ``channels`` changes. Written atomically (a crash leaves
+        no half cache). Under DDP, build it once before the ranks start (or on rank 0, then
+        barrier), so that ranks do not each decode. None: decode on every access.
     image_size : int, optional
         Output side in pixels. None keeps the images' own size (for a cache they must all match).
         Set: evaluation views resize the shorter side to ``image_size / crop_fraction`` and
         centre-crop; a cache stores those views.
     augment : {"auto", "crop", "resized_crop", "none"}
         See :mod:`matryoshka.data.images`; ``"auto"`` augments only the ``"train"`` split.
-    mean, std : three floats each
-        Per-channel normalisation in [0, 1] units (ImageNet's by default; see ``CIFAR10_MEAN``).
+    mean, std : C floats each, optional
+        Per-channel normalisation in [0, 1] units (see ``CIFAR10_MEAN``; :func:`measure_stats`
+        measures a folder's own). None: ImageNet's (for one channel, their averages).
     padding : int
-        Zero padding of the ``"crop"`` augmentation.
+        Zero padding of the ``"crop"`` augmentation (0: no shift).
+    flip : bool
+        Random horizontal flip in the ``"crop"`` and ``"resized_crop"`` augmentations.
     crop_fraction : float
-        Evaluation crop as a fraction of the shorter side (0.875: 256 -> 224).
+        Evaluation crop as a fraction of the shorter side (0.875: 256 -> 224); 1.0 resizes the
+        whole image to ``image_size`` squared, without a crop.
+    channels : {3, 1, None}
+        3: RGB; 1: grayscale (Pillow's "L": colour images become their luma; the cache holds
+        (N, 1, H, W), a third of the bytes). None: 1 when every image of a sample of the split is
+        grayscale (:func:`survey_images`), else 3.
     progress : bool
         Show a progress bar while building a cache.
 
     Returns
     -------
     DecodedImageDataset (with ``cache_dir``) or ImageFileDataset; items are
-    ``(float32 tensor of shape (3, H, W), int label)``.
+    ``(float32 tensor of shape (C, H, W), int label)``.
     """
     _check_augment(augment)
+    if channels is None:
+        channels = survey_images(root, split).channels
+    _check_channels(channels)
     if image_size is not None and image_size <= 0:
         raise ValueError(f"image_size must be a positive int or None, got {image_size}")
-    if augment == "auto":
-        if split != "train":
-            augment = "none"
-        elif cache_dir is None and image_size is not None:
-            augment = "resized_crop"
-        else:
-            augment = "crop"
+    if augment == "auto":  # the ImageNet recipe when decoding on the fly at a size, else CIFAR's
+        on_the_fly = cache_dir is None and image_size is not None
+        augment = "none" if split != "train" else "resized_crop" if on_the_fly else "crop"
     source = _open_source(Path(root).expanduser(), split)
     if cache_dir is None:
         classes, samples, _ = _list(source)
-        return ImageFileDataset(
-            source, samples, classes, image_size, augment, mean, std, padding, True, crop_fraction
-        )
+        return ImageFileDataset(source, samples, classes, image_size, augment, mean, std, padding,
+                                flip, crop_fraction, channels=channels)  # fmt: skip
     images, labels, classes, folder = _cached_images(
-        Path(cache_dir).expanduser(), source, split, image_size, crop_fraction, progress
+        Path(cache_dir).expanduser(), source, split, image_size, crop_fraction, progress, channels
     )
-    dataset = DecodedImageDataset(images, labels, classes, augment, mean, std, padding)
+    dataset = DecodedImageDataset(images, labels, classes, augment, mean, std, padding, flip)
     dataset._mmap_path = str(folder / "images.npy")
     return dataset
 
@@ -111,9 +119,12 @@ def cifar10(
     cache_dir: str | os.PathLike | None = None,
     augment: Augment = "auto",
     padding: int = 4,
+    flip: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     progress: bool = True,
 ) -> DecodedImageDataset:
-    """CIFAR-10 as a :class:`DecodedImageDataset` with CIFAR-10's mean and std.
+    """CIFAR-10 as a :class:`DecodedImageDataset` with CIFAR-10's mean and std (unless given).
 
     Parameters
     ----------
@@ -130,6 +141,10 @@ def cifar10(
     augment : {"auto", "crop", "none"}
         ``"auto"``: pad-4 crop and flip for ``"train"``, none for ``"test"``.
     padding : int
+    flip : bool
+        Random horizontal flip in the ``"crop"`` augmentation.
+    mean, std : three floats each, optional
+        None: ``CIFAR10_MEAN`` and ``CIFAR10_STD``.
     progress : bool
 
     Returns
@@ -141,7 +156,9 @@ def cifar10(
     root = Path(root).expanduser()
     if augment == "auto":
         augment = "crop" if split == "train" else "none"
-    stats = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD, "padding": padding}
+    mean = CIFAR10_MEAN if mean is None else mean
+    std = CIFAR10_STD if std is None else std
+    stats = {"mean": mean, "std": std, "padding": padding, "flip": flip}
     layout = root / split if (root / split).is_dir() else root / f"{split}.tar"
     if not download and not (root / "cifar-10-batches-py").exists() and layout.exists():
         if cache_dir is not None:

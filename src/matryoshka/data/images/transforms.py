@@ -1,9 +1,10 @@
 """Pixel transforms on uint8 images: normalisation, the CIFAR crop-and-flip, the ImageNet crop box.
 
-Holds the per-channel statistics (ImageNet's and CIFAR-10's), :func:`normalize`,
-:func:`random_crop_flip` (batched, on uint8 tensors), :func:`random_resized_box` (the box of the
-Inception / torchvision random-resized crop) and the checks of the ``augment``, ``mean`` and
-``std`` options shared by the data sets. Randomness comes from torch's generators only.
+Holds the per-channel statistics (ImageNet's and CIFAR-10's), :func:`normalize` (one value per
+channel: 3 for RGB, 1 for grayscale), :func:`random_crop_flip` (batched, on uint8 tensors),
+:func:`random_resized_box` (the box of the Inception / torchvision random-resized crop) and the
+checks of the ``augment``, ``channels``, ``mean`` and ``std`` options shared by the data sets.
+Randomness comes from torch's generators only.
 """
 
 from __future__ import annotations
@@ -41,15 +42,21 @@ def normalize(
 
     Parameters
     ----------
-    images : uint8 tensor of shape (B, 3, H, W) or (3, H, W)
-    mean, std : three floats each, in [0, 1] units
+    images : uint8 tensor of shape (B, C, H, W) or (C, H, W), C = 3 (RGB) or 1 (grayscale)
+    mean, std : C floats each, in [0, 1] units
 
     Returns
     -------
     float32 tensor of the same shape: ``(images / 255 - mean) / std``.
     """
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0  # (3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0  # (3, 1, 1)
+    c = len(mean)
+    if images.dim() < 3 or images.shape[-3] != c:
+        raise ValueError(
+            f"{c} mean/std value(s) for images of shape {tuple(images.shape)}: give one per "
+            "channel (C of (C, H, W))"
+        )
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(c, 1, 1) * 255.0  # (C, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(c, 1, 1) * 255.0  # (C, 1, 1)
     return (images.float() - mean_t) / std_t
 
 
@@ -155,9 +162,25 @@ def _check_augment(augment: str) -> None:
         raise ValueError(f"augment must be one of {_AUGMENTS}, got {augment!r}")
 
 
-def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
-    """Raise ``ValueError`` unless ``mean`` and ``std`` hold three values, ``std`` positive."""
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values each, got {list(mean)} and {list(std)}")
+def _check_stats(mean: Sequence[float], std: Sequence[float], channels: int = 3) -> None:
+    """Raise ``ValueError`` unless ``mean`` and ``std`` hold one value per channel, ``std`` > 0."""
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"mean and std need {channels} values each (one per channel), got {list(mean)} and "
+            f"{list(std)}"
+        )
     if min(std) <= 0:
         raise ValueError(f"std must be positive, got {list(std)}")
+
+
+def _check_channels(channels: int) -> None:
+    """Raise ``ValueError`` unless ``channels`` is 1 (grayscale) or 3 (RGB)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def _default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean and std for 3 channels; for 1 channel, their averages over the channels."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (round(sum(IMAGENET_MEAN) / 3, 4),), (round(sum(IMAGENET_STD) / 3, 4),)
