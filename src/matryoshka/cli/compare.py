@@ -38,6 +38,10 @@ def _recipe(args: argparse.Namespace):
     overrides.append(f"out_dir={Path(args.out) / 'models'}")
     if args.threads is not None:
         overrides.append(f"threads={args.threads}")
+    if args.data is not None:  # measured once here: every model shares the numbers
+        from matryoshka.cli.folder import folder_config
+
+        return folder_config(args, overrides, "compare")
     return load_config(args.config, overrides)
 
 
@@ -55,7 +59,7 @@ def _compare(args: argparse.Namespace) -> int:
     base.check()
     out = compare_methods(base, args.out, methods=args.methods, dims=args.dims,
                           progress=not args.quiet, title=args.title)  # fmt: skip
-    print(out["table"])
+    print(f"# {out['title']}\n\n{out['table']}")
     print(f"wrote {args.out}/report.md, results.json, accuracy_vs_dim.png ({out['seconds']:.0f}s)")
     return 0
 
@@ -69,13 +73,19 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
             description="Train (or reuse) MRL, MRL-E and one fixed-feature model per size on one "
             "shared recipe, take PCA and truncation of the full-size FF embedding, and score all "
             "of them at the trained sizes and the sizes in between (head or probe top-1, 1-NN). "
-            "The recipe is --config (default: the built-in digits recipe) with KEY=VALUE "
-            "overrides, as for `matryoshka train`. Model folders go to OUT/models and are reused "
-            "when finished (an interrupted one resumes); the report, results.json and a plot go "
-            "to OUT.",
+            "The recipe is --config (default: the built-in digits recipe) or one proposed from an "
+            "image folder (--data), with KEY=VALUE overrides, as for `matryoshka train`. Model "
+            "folders go to OUT/models and are reused when finished (an interrupted one resumes); "
+            "the report, results.json and a plot go to OUT.",
         )
     )
     p.add_argument("--config", help="YAML recipe shared by every model (e.g. configs/*.yaml)")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="an image folder in the ImageNet layout: propose the recipe from it, as "
+        "`matryoshka train --data` does (a --config and KEY=VALUE overrides win)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument(

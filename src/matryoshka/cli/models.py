@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from matryoshka.cli._common import add_common, dims_arg, threads_arg
+from matryoshka.cli.folder import folder_config
 from matryoshka.cli.text import (
     add_text_arguments,
     embed_text,
@@ -16,9 +15,6 @@ from matryoshka.cli.text import (
     is_text_recipe,
     train_text,
 )
-
-if TYPE_CHECKING:
-    from matryoshka.train import TrainConfig
 
 __all__ = ["add_model_commands"]
 
@@ -53,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         overrides.append(f"threads={args.threads}")
     if args.data is not None:
-        cfg = _folder_config(args, overrides)
+        cfg = folder_config(args, overrides, "train")
     else:
         cfg = load_config(args.config, overrides)
     result = train(
@@ -70,40 +66,6 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(f"model folder: {cfg.out_dir}")
     return 0
-
-
-def _folder_config(args: argparse.Namespace, overrides: list[str]) -> TrainConfig:
-    """``train --data PATH``: a recipe proposed from the folder, under the YAML and overrides.
-
-    The folder's path wins over the YAML's ``data.root``; ``data.mean``/``data.std`` and
-    ``data.channels`` left null are measured; the resolved recipe is printed as YAML.
-    """
-    from matryoshka.data import survey_images
-    from matryoshka.train import folder_recipe, load_config, recipe_yaml, resolve_data
-    from matryoshka.train.config import read_recipe
-    from matryoshka.train.folder import FOLDER_NOTES, survey_line
-
-    overrides = ["data.name=image_folder", f"data.root={json.dumps(str(args.data))}", *overrides]
-    named_backbone = "backbone" in (read_recipe(args.config, overrides).get("model") or {})
-    size = load_config(args.config, overrides).data.image_size  # the user's, checked
-    survey = survey_images(args.data, "train")
-    base = folder_recipe(args.data, survey, size, model=not named_backbone)
-    cfg = load_config(args.config, overrides, base=base)
-    if cfg.data.image_size is None and survey.size is None:
-        sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(survey.sizes.items())[:6])
-        common = max(survey.sizes, key=survey.sizes.get)
-        raise ValueError(
-            f"the training images of {args.data} differ in size ({sizes}); pass "
-            f"data.image_size=N to resize them all, e.g. data.image_size={min(common)}"
-        )
-    resolve_data(cfg, progress=not args.quiet)
-    header = [
-        f"matryoshka train --data {args.data}: the resolved recipe (YAML, overrides win)",
-        survey_line(args.data, survey),
-        f"repeat this run: matryoshka train --config {cfg.out_dir}/config.json out_dir=NEW",
-    ]
-    print(recipe_yaml(cfg, header, FOLDER_NOTES), flush=True)
-    return cfg
 
 
 def _eval(args: argparse.Namespace) -> int:
