@@ -16,10 +16,10 @@ Real Matryoshka embeddings, e.g. CIFAR-10 (50k train + 10k test, d = 256, train 
 
 Without ``--embeddings`` the vectors are synthetic: Gaussian clusters whose per-dimension scale
 decays as ``(j + 1) ** -decay``, so early dimensions carry most of the variance, as they do in
-Matryoshka embeddings. With ``--embeddings``, the queries are the last ``--nq`` rows (held out of
-the index) unless ``--queries`` is given; ``--holdout`` holds out more rows (a whole test split
-written after the train split, say) and draws the queries from them at random. Metric: cosine
-(inner product of unit vectors).
+Matryoshka embeddings. With ``--embeddings``, the queries are ``--nq`` rows drawn at random (seeded,
+held out of the index) unless ``--queries`` is given; ``--holdout`` holds out the last rows instead
+(a whole test split written after the train split, say) and draws the queries from them.
+Metric: cosine (inner product of unit vectors).
 """
 
 from __future__ import annotations
@@ -63,6 +63,23 @@ def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int):
     return best, out
 
 
+def _split(x: np.ndarray, holdout: int | None, nq: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Database and queries from one file: ``holdout`` set, the last rows are held out (a test
+    split written after the train split) and ``nq`` of them drawn at random; unset, ``nq`` rows
+    drawn at random from the whole file (files are often written class by class)."""
+    rng = np.random.default_rng(seed)
+    if holdout is None:
+        if not 1 <= nq < len(x):
+            raise SystemExit(f"--nq must be between 1 and {len(x) - 1}, got {nq}")
+        order = rng.permutation(len(x))
+        held, kept = np.sort(order[:nq]), np.sort(order[nq:])
+        return np.asarray(x[kept], dtype=np.float32), np.asarray(x[held], dtype=np.float32)
+    if not nq <= holdout < len(x):
+        raise SystemExit(f"--holdout must be between --nq and {len(x) - 1}, got {holdout}")
+    pick = np.sort(rng.choice(holdout, nq, replace=False))
+    return np.asarray(x[:-holdout], dtype=np.float32), np.asarray(x[-holdout:][pick], np.float32)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--embeddings", help=".npy of shape (N, d); default synthetic")
@@ -71,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         "--holdout",
         type=int,
         help="with --embeddings: keep the last HOLDOUT rows out of the index and draw the "
-        "--nq queries from them at random (default: HOLDOUT = nq, all of them)",
+        "--nq queries from them at random (default: --nq rows drawn at random from the file)",
     )
     p.add_argument("--n", type=int, default=60_000, help="synthetic database size")
     p.add_argument("--d", type=int, default=512, help="synthetic vector size")
@@ -108,12 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.queries:
             xb, xq = np.asarray(x, dtype=np.float32), np.load(args.queries).astype(np.float32)
         else:
-            hold = args.holdout or args.nq
-            if not args.nq <= hold < len(x):
-                raise SystemExit(f"--holdout must be between --nq and {len(x) - 1}, got {hold}")
-            xb = np.asarray(x[:-hold], dtype=np.float32)
-            pick = np.random.default_rng(args.seed).choice(hold, args.nq, replace=False)
-            xq = np.asarray(x[-hold:][np.sort(pick)], dtype=np.float32)
+            xb, xq = _split(x, args.holdout, args.nq, args.seed)
         data = args.embeddings
     else:
         x = synthetic(args.n + args.nq, args.d, args.clusters, args.decay, args.seed)
