@@ -113,11 +113,15 @@ def test_plan_draws_its_queries_at_random(tmp_path, capsys):
     assert json.loads((tmp_path / "p.json").read_text())["n"] == 1000
 
 
-def test_string_ids_become_the_rows_names(tmp_path, vecs, capsys):
+@pytest.mark.parametrize("name", ["v.parquet", "v.jsonl"])
+def test_string_ids_become_the_rows_names(tmp_path, vecs, capsys, name):
     x, _ = vecs
     names = [f"doc-{i}" for i in range(len(x))]
     pq.write_table(pa.table({"id": names, "embedding": list(x)}), tmp_path / "v.parquet")
-    assert main(["index", "build", str(tmp_path / "v.parquet"), "--column", "embedding",
+    with open(tmp_path / "v.jsonl", "w") as f:
+        for n, v in zip(names, x, strict=True):
+            f.write(json.dumps({"id": n, "embedding": v.tolist()}) + "\n")
+    assert main(["index", "build", str(tmp_path / name), "--column", "embedding",
                  "--ids-column", "id", "--out", str(tmp_path / "ix"), "--quiet"]) == 0  # fmt: skip
     index = MatryoshkaIndex.load(tmp_path / "ix")
     np.testing.assert_array_equal(index.ids, np.arange(len(x)))  # rows numbered in file order

@@ -55,6 +55,7 @@ __all__ = [
     "atomic_file",
     "check_destination",
     "read_folder",
+    "read_json_lines",
     "recover_dir",
     "resolve_dir",
     "sha256_bytes",
@@ -122,6 +123,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_file(path, "w") as f:
         f.write(text)
+
+
+def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSON lines file.
+
+    A line that is not valid JSON, or not a JSON object, raises ``ValueError`` naming the file
+    and the line.
+    """
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(
+                    f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield n, obj
 
 
 def sha256_file(path: str | os.PathLike | BinaryIO) -> str:

@@ -10,12 +10,12 @@ the columns found.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matryoshka._io import read_json_lines
 from matryoshka._optional import require
 
 __all__ = ["TEXT_FORMATS", "Texts", "load_pairs", "load_texts", "read_records"]
@@ -24,19 +24,7 @@ TEXT_FORMATS = (".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 
 
 def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(obj)}")
-            rows.append((n, obj))
-    return rows
+    return list(read_json_lines(path))
 
 
 def _delimited(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:

@@ -16,7 +16,6 @@ Imports nothing else of the package.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from matryoshka._io import read_json_lines
 
 __all__ = [
     "BeirDataset",
@@ -108,17 +109,7 @@ def _need_file(path: Path, what: str) -> Path:
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; a bad line raises with its number."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(obj)}")
-            yield n, obj
+    return read_json_lines(path)
 
 
 def _get_id(obj: dict[str, Any], path: Path, n: int) -> str:

@@ -19,12 +19,12 @@ index stores vectors after :func:`apply_transform` and applies the same step to 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from matryoshka._io import read_json_lines
 from matryoshka._optional import require
 
 __all__ = ["FORMATS", "TRANSFORMS", "apply_transform", "read_vectors"]
@@ -138,35 +138,33 @@ def _parquet(path: Path, column: str | None, ids_column: str | None):
 def _jsonl(path: Path, column: str | None, ids_column: str | None):
     name = column or "embedding"
     rows, ids = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get(name), list):
-                keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-                raise ValueError(
-                    f"{path}, line {n}: no list {name!r} of numbers (keys: {keys}); name the "
-                    "vector's key with --column"
-                )
-            if rows and len(obj[name]) != len(rows[0]):
-                raise ValueError(
-                    f"{path}, line {n}: a vector of {len(obj[name])} numbers after ones of "
-                    f"{len(rows[0])}"
-                )
-            rows.append(obj[name])
-            if ids_column is not None:
-                if not isinstance(obj.get(ids_column), int) or isinstance(obj[ids_column], bool):
-                    raise ValueError(f"{path}, line {n}: no integer id {ids_column!r}")
-                ids.append(obj[ids_column])
+    for n, obj in read_json_lines(path):
+        if not isinstance(obj.get(name), list):
+            raise ValueError(
+                f"{path}, line {n}: no list {name!r} of numbers (keys: {sorted(obj)}); name the "
+                "vector's key with --column"
+            )
+        if rows and len(obj[name]) != len(rows[0]):
+            raise ValueError(
+                f"{path}, line {n}: a vector of {len(obj[name])} numbers after ones of "
+                f"{len(rows[0])}"
+            )
+        rows.append(obj[name])
+        if ids_column is not None:
+            value = obj.get(ids_column)
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
+                raise ValueError(f"{path}, line {n}: no integer id or string name {ids_column!r}")
+            ids.append(value)
     try:
         x = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1 if rows else 0)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {name!r} must hold numbers ({e})") from None
-    return x, (np.asarray(ids, dtype=np.int64) if ids_column is not None else None)
+    if ids_column is None:
+        return x, None
+    if len({type(v) for v in ids}) > 1:
+        raise ValueError(f"{path}: {ids_column!r} mixes integer ids and string names")
+    return x, _ids(np.asarray(ids, dtype=object if ids and isinstance(ids[0], str) else np.int64),
+                   len(x), path, repr(ids_column))  # fmt: skip
 
 
 def read_vectors(

@@ -34,7 +34,26 @@ from matryoshka.data.images.transforms import (
 __all__ = ["DecodedImageDataset", "ImageFileDataset"]
 
 
-class DecodedImageDataset(Dataset):
+class _Normalised(Dataset):
+    """What both data sets share: per-channel statistics that a copy can replace."""
+
+    augment: Augment
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def with_augment(self, augment: Augment) -> _Normalised:
+        """A shallow copy with another augmentation (each data set defines it)."""
+        raise NotImplementedError
+
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> _Normalised:
+        """The same images normalised with another ``mean`` and ``std`` (C floats each)."""
+        other = self.with_augment(self.augment)
+        other.mean, other.std = _stats_or_default(mean, std, self.channels)
+        return other
+
+
+class DecodedImageDataset(_Normalised):
     """Images already decoded into one uint8 array; augmentation and normalisation on access.
 
     Fetching a batch through ``DataLoader(dataset, batch_size=B)`` goes through
@@ -105,12 +124,6 @@ class DecodedImageDataset(Dataset):
         other.augment = "none" if augment == "auto" else augment
         return other
 
-    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> DecodedImageDataset:
-        """The same images normalised with another ``mean`` and ``std`` (C floats each)."""
-        other = self.with_augment(self.augment)
-        other.mean, other.std = _stats_or_default(mean, std, self.channels)
-        return other
-
     def pixels(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 tensor of shape (B, C, H, W): the images at ``indices``, before augmentation."""
         return self._gather(indices)
@@ -159,7 +172,7 @@ class DecodedImageDataset(Dataset):
         )
 
 
-class ImageFileDataset(Dataset):
+class ImageFileDataset(_Normalised):
     """Image files in a folder or a tar, decoded with Pillow on every access.
 
     Built by :func:`image_folder` without a cache. Safe in ``DataLoader`` workers (a tar is read
@@ -222,12 +235,6 @@ class ImageFileDataset(Dataset):
         other = object.__new__(type(self))  # shares the sample list and the open source
         other.__dict__.update(self.__dict__)
         other.augment = "none" if augment == "auto" else augment
-        return other
-
-    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> ImageFileDataset:
-        """The same images normalised with another ``mean`` and ``std`` (C floats each)."""
-        other = self.with_augment(self.augment)
-        other.mean, other.std = _stats_or_default(mean, std, self.channels)
         return other
 
     def pixels(self, indices: Sequence[int]) -> torch.Tensor:
