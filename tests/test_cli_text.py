@@ -130,3 +130,26 @@ def test_eval_scores_the_model_with_the_corpus_as_its_own_queries(flow, capsys):
     full = results["results"][0]["dims"]["384"]
     assert 0.5 < full["ndcg@10"] <= 1.0  # three topics, three relevant documents each
     assert "## Results" in (root / "model" / "README.md").read_text()
+
+
+def test_eval_reads_a_beir_folder(flow, tmp_path, capsys):
+    root, docs = flow
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text((root / "corpus.jsonl").read_text())
+    with open(beir / "queries.jsonl", "w") as f:
+        f.write(json.dumps({"_id": "q1", "text": "rockets, moons and orbits"}) + "\n")
+        f.write(json.dumps({"_id": "q2", "text": "cooking dinner in the kitchen"}) + "\n")
+    with open(beir / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for i, (topic, _) in enumerate(docs):
+            if topic in ("space", "cooking"):
+                f.write(f"{'q1' if topic == 'space' else 'q2'}\tdoc{i}\t1\n")
+    out = tmp_path / "scores"
+    argv = ["eval", str(root / "model"), "--beir", str(beir), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"] == f"{beir} (test)"  # the folder and the qrels split scored
+    full = results["results"][0]["dims"]["384"]
+    assert full["recall@100"] == 1.0  # 12 documents: every relevant one is in the first 100
+    assert full["ndcg@10"] > 0.5
