@@ -51,6 +51,9 @@ def test_compare_keeps_its_models_under_out_and_cifar10_stays_cifar10(tmp_path, 
     argv = ["reproduce", "cifar10", "data.name=digits", "--out", str(tmp_path), "--quiet"]
     assert main(argv) == 2
     assert "use `matryoshka compare`" in capsys.readouterr().err
+    argv = ["reproduce", "cifar10", "eval_every=0", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    assert "eval_every must be at least 1 (e.g. eval_every=4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

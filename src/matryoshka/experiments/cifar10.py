@@ -218,6 +218,11 @@ def _cifar10_recipe(config: str | Path, overrides: list[str] | None) -> TrainCon
             f"reproduce cifar10 runs on CIFAR-10, but the recipe's data is {base.data.name!r}; "
             "for MRL against its baselines on other data use `matryoshka compare`"
         )
+    if base.eval_every < 1:  # the seed spread reads each model's last test score
+        raise ValueError(
+            f"reproduce cifar10 reads every model's final test top-1: eval_every must be at least "
+            f"1 (e.g. eval_every={base.epochs}, once at the end), got {base.eval_every}"
+        )
     return base
 
 
