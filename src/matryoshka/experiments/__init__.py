@@ -6,7 +6,9 @@
 - :mod:`~matryoshka.experiments.scifact`: Matryoshka fine-tuning of a sentence encoder
   (``reproduce scifact``);
 - :mod:`~matryoshka.experiments.cache`: trained text models and encoded matrices, reused;
-- ``*_report`` modules render each report from its results dict alone (``--report-only``).
+- ``*_report`` modules render each report from its results dict alone (``--report-only``);
+  :mod:`~matryoshka.experiments.html_report` renders any of them as one HTML page
+  (``matryoshka report``).
 """
 
 from matryoshka.experiments.cifar10 import reproduce_cifar10
@@ -18,6 +20,7 @@ from matryoshka.experiments.compare import (
     render_comparison,
     run_demo,
 )
+from matryoshka.experiments.html_report import render_report, write_report
 from matryoshka.experiments.scifact import ScifactConfig, reproduce_scifact
 from matryoshka.experiments.scifact_report import render_scifact
 
@@ -28,8 +31,10 @@ __all__ = [
     "compare_methods",
     "render_cifar10",
     "render_comparison",
+    "render_report",
     "render_scifact",
     "reproduce_cifar10",
     "reproduce_scifact",
     "run_demo",
+    "write_report",
 ]
