@@ -6,8 +6,10 @@ def test_import_loads_no_optional_dependency():
     code = (
         "import sys, matryoshka, matryoshka.nn, matryoshka.train, matryoshka.eval, "
         "matryoshka.index, matryoshka.data, matryoshka.viz, matryoshka.experiments, "
-        "matryoshka.experiments.cifar10, matryoshka.experiments.scifact, matryoshka.cli\n"
-        "heavy = [m for m in ('faiss', 'matplotlib', 'torchvision', 'sentence_transformers') "
+        "matryoshka.experiments.cifar10, matryoshka.experiments.scifact, matryoshka.cli, "
+        "matryoshka.serve\n"
+        "heavy = [m for m in ('faiss', 'matplotlib', 'torchvision', 'sentence_transformers', "
+        "'fastapi', 'starlette', 'uvicorn', 'prometheus_client') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

@@ -25,6 +25,10 @@ EXTRAS = {
     "accelerate": "st",
     "openTSNE": "maps",
     "umap": "maps",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
 }
 
 

@@ -23,6 +23,7 @@ from matryoshka.cli.index import add_index_commands
 from matryoshka.cli.models import add_model_commands
 from matryoshka.cli.report import add_report_command
 from matryoshka.cli.reproduce import add_reproduce_command
+from matryoshka.cli.serve import add_serve_command
 
 __all__ = ["build_parser", "main"]
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(sub)
     add_reproduce_command(sub)
     add_index_commands(sub)
+    add_serve_command(sub)
     add_report_command(sub)
     return parser
 

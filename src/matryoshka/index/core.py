@@ -19,6 +19,7 @@ ascending). For cosine and ip, ``D`` is descending.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,7 @@ class MatryoshkaIndex:
         funnel: Sequence[Sequence[int]] | None = None,
         ann: bool = False,
         block_size: int = 8192,
+        timings: list[float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search at one size, or through a funnel of sizes.
 
@@ -325,6 +327,8 @@ class MatryoshkaIndex:
             must be the first stage's size.
         block_size : int, default 8192
             Database rows scored at a time by exact stages.
+        timings : list, optional
+            When given, the seconds each stage took are appended to it, one per stage.
 
         Returns
         -------
@@ -355,14 +359,18 @@ class MatryoshkaIndex:
         xq = xq.astype(np.float32, copy=False)
         nq = xq.shape[0]
         if len(self) == 0 or nq == 0:
-            return finish(
-                torch.empty(nq, 0), torch.empty(nq, 0, dtype=torch.int64), k_out, self.metric
-            )
+            empty = torch.empty(nq, 0)
+            return finish(empty, empty.long(), k_out, self.metric)
+        clock = [time.perf_counter()]
         S, P = self._first_stage(xq, *stages[0], ann, block_size)
+        clock.append(time.perf_counter())
         for i, (m, kk) in enumerate(stages[1:], start=2):
             last = i == len(stages) and self._float is not None
             store = self._float if last else self._store
             S, P = rerank(store, self._norm_or_none(m, store), self.metric, xq, P, m, kk)
+            clock.append(time.perf_counter())
+        if timings is not None:
+            timings.extend(b - a for a, b in zip(clock, clock[1:]))
         sq = None
         if self.metric == "l2":
             sq = torch.from_numpy(np.einsum("ij,ij->i", xq[:, :top], xq[:, :top]))
@@ -455,18 +463,10 @@ class MatryoshkaIndex:
             ``path``.
         """
         parts = IndexParts(
-            self.d,
-            self.metric,
-            self.precision,
-            self.rerank,
-            next_id=self._next_id,
-            store=self._store,
-            rerank_store=self._float,
-            ids=self._ids,
-            ann=self.ann_,
-            transform=self.transform,
-            names=self.names,
-        )
+            self.d, self.metric, self.precision, self.rerank, next_id=self._next_id,
+            store=self._store, rerank_store=self._float, ids=self._ids, ann=self.ann_,
+            transform=self.transform, names=self.names,
+        )  # fmt: skip
         return save_index(parts, path, overwrite=overwrite)
 
     @classmethod
