@@ -8,6 +8,8 @@ matryoshka compare [--config C]      MRL against FF, PCA and truncation on any d
 matryoshka reproduce cifar10|scifact the paper's claims on CIFAR-10 and SciFact
 matryoshka index build|search|plan|info
                                      store embeddings once and search them at any size
+matryoshka serve --model M --index I an HTTP service: embeddings with dimensions, search, a page
+matryoshka report RUN_DIR            one self-contained HTML page of a run's results
 
 A user's mistake is one line on stderr and exit status 2 (``--debug`` adds the traceback).
 """
