@@ -44,7 +44,10 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers, max_batch=args.max_batch, reload_interval=args.reload_interval,
         verify=not args.no_verify, max_concurrency=args.max_concurrency,
         log_level=args.log_level, access_log=args.access_log,
+        map_method=args.map_method, map_sample=args.map_sample,
     )  # fmt: skip
+    if args.map_sample < 5:
+        raise ValueError(f"--map-sample must be at least 5, got {args.map_sample}")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
     service = build_service(config)
@@ -127,6 +130,12 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the index's checksums on load (faster for a large index)",
     )
+    p.add_argument("--map-method", default="pca", choices=["pca", "tsne", "umap", "auto"],
+                   help="the web page's map of the embedding space: pca (default: any size in "
+                   "well under a second), or tsne/umap (the 'maps' extra; seconds a size, so "
+                   "each slider position is mapped at the nearest offered size)")  # fmt: skip
+    p.add_argument("--map-sample", type=int, default=2000, metavar="N",
+                   help="rows the map shows at most (a seeded sample; default 2,000)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")

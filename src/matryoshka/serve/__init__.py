@@ -3,8 +3,16 @@
 Install with ``pip install 'matryoshka[serve]'`` (FastAPI, uvicorn, prometheus-client); none of
 them loads at ``import matryoshka``. Only the command line imports this package.
 
-Routes (JSON in and out; with an API key, every route but ``/health`` needs the header
-``Authorization: Bearer KEY``, else 401):
+Routes (JSON in and out; with an API key, every route but ``/health`` and the web page's files
+needs the header ``Authorization: Bearer KEY``, else 401):
+
+``GET /`` (with ``/static/app.js``, ``/static/style.css``)
+    The web page: search at any size (a slider from 8 to d) or through a funnel, with latency,
+    bytes read and overlap with the full size, and a map of the embedding space at the chosen
+    size (``docs/serve.md``; :mod:`matryoshka.serve.page`).
+``GET /api/map/points``, ``GET /api/map?size=M``
+    The map's sampled rows (names, hover texts, colours) and their 2-D positions at size M,
+    aligned across sizes (:mod:`matryoshka.serve.page`, :mod:`matryoshka.serve.maps`).
 
 ``POST /v1/embeddings`` (OpenAI's API)
     ``{"input": str | [str], "model"?: str, "dimensions"?: 1..d, "encoding_format"?: "float" |

@@ -16,7 +16,9 @@ from typing import Any
 
 from matryoshka._optional import require
 from matryoshka.serve.limits import RequestError, error_body
+from matryoshka.serve.maps import MapCache
 from matryoshka.serve.metrics import Guard, Metrics
+from matryoshka.serve.page import add_page
 from matryoshka.serve.requests import parse_body
 from matryoshka.serve.service import Service
 
@@ -88,14 +90,19 @@ def _add_error_handlers(app: Any) -> None:
         return JSONResponse(error_body("internal error", None, "server_error"), status_code=500)
 
 
-def create_app(service: Service, api_key: str | None = None, close: bool = True) -> Any:
-    """The FastAPI application serving ``service`` (a page can add its own routes to it).
+def create_app(
+    service: Service, api_key: str | None = None, close: bool = True, maps: MapCache | None = None
+) -> Any:
+    """The FastAPI application serving ``service``, with the web page at ``/``.
 
     Parameters
     ----------
     service : what is served
-    api_key : the Bearer token every route but ``/health`` requires (None: no key)
+    api_key : the Bearer token every route but ``/health`` and the page's files requires (None:
+        no key)
     close : stop the service's threads when the server shuts down
+    maps : how the page's map is drawn (default: PCA of 2,000 rows, seed 0;
+        :mod:`matryoshka.serve.maps`)
     """
     fastapi = require("fastapi", "matryoshka serve", "serve")
     responses = require("fastapi.responses", "matryoshka serve", "serve")
@@ -106,6 +113,7 @@ def create_app(service: Service, api_key: str | None = None, close: bool = True)
         if service.index is not None:
             service.index.start()
         yield
+        map_pool.shutdown(wait=False, cancel_futures=True)
         if close:
             service.close()
 
@@ -115,6 +123,7 @@ def create_app(service: Service, api_key: str | None = None, close: bool = True)
     app.state.service, app.state.metrics = service, metrics
 
     _add_error_handlers(app)
+    map_pool = add_page(app, service, maps)
 
     async def body_of(request: Any) -> dict[str, Any]:
         return parse_body(await read_body(request, service.limits.max_body_bytes))

@@ -1,10 +1,10 @@
 """Prometheus metrics and the guard in front of every route (API key, counting, timing).
 
 :class:`Guard` is plain ASGI middleware, outside the framework's routing: it answers 401 to a
-request without the API key (every route but ``/health``), then counts each request by route,
-method and status and times it by route. Routes are named by their template (an unknown path
-counts as ``other``), so a client cannot grow the number of series. prometheus-client
-(``pip install 'matryoshka[serve]'``) writes the text format at ``/metrics``.
+request without the API key (every route but ``/health`` and the web page's files), then counts
+each request by route, method and status and times it by route. Routes are named by their
+template (an unknown path counts as ``other``), so a client cannot grow the number of series.
+prometheus-client (``pip install 'matryoshka[serve]'``) writes the text format at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from matryoshka.serve.limits import error_body
 
 __all__ = ["OPEN_PATHS", "ROUTES", "Guard", "Metrics", "route_of"]
 
-ROUTES = ("/v1/embeddings", "/v1/models", "/search", "/api/info", "/health", "/metrics")
-OPEN_PATHS = ("/health",)  # answered without the API key
+ROUTES = ("/v1/embeddings", "/v1/models", "/search", "/api/info", "/health", "/metrics", "/",
+          "/static/app.js", "/static/style.css", "/api/map", "/api/map/points")  # fmt: skip
+# answered without the API key: the health check, and the page's files (they hold no data; the
+# page asks for the key and sends it with its own requests)
+OPEN_PATHS = ("/health", "/", "/static/app.js", "/static/style.css")
 _METHODS = ("GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -88,7 +91,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any],
 
 
 class Guard:
-    """ASGI middleware: the API key on every route but ``/health``, then metrics.
+    """ASGI middleware: the API key on every route but :data:`OPEN_PATHS`, then metrics.
 
     Parameters
     ----------

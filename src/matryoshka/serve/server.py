@@ -60,6 +60,8 @@ class ServeConfig:
     max_concurrency: int = 64  # connections and requests at once; more get 503
     log_level: str = "info"
     access_log: bool = False
+    map_method: str = "pca"  # the web page's map (matryoshka.serve.maps)
+    map_sample: int = 2000  # rows the map shows at most
 
 
 def require_serve() -> None:
@@ -118,11 +120,13 @@ def _uvicorn_config(app: Any, config: ServeConfig, port: int | None = None) -> A
 def run_server(config: ServeConfig, service: Service | None = None) -> None:
     """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
     from matryoshka.serve.app import create_app
+    from matryoshka.serve.maps import MapCache
 
     require_serve()
     uvicorn = require("uvicorn", "matryoshka serve", "serve")
     service = service or build_service(config)
-    app = create_app(service, config.api_key)
+    maps = MapCache(config.map_method, config.map_sample, sizes=service.sizes())
+    app = create_app(service, config.api_key, maps=maps)
     uvicorn.Server(_uvicorn_config(app, config)).run()
 
 
