@@ -254,8 +254,10 @@
       li.setAttribute('data-series', name);
       legend.appendChild(li);
     });
-    $('map-status').textContent = points.sample.toLocaleString() + ' of ' + points.count.toLocaleString() +
-      ' rows (a seeded sample), projected by ' + points.method.toUpperCase() +
+    $('map-status').textContent = (points.sample === points.count
+      ? 'All ' + points.count.toLocaleString() + ' rows'
+      : points.sample.toLocaleString() + ' of ' + points.count.toLocaleString() + ' rows (a seeded sample)') +
+      ', projected by ' + points.method.toUpperCase() +
       ', each size aligned to the full size; colour: ' + points.label_source + '.';
   }
 
