@@ -207,6 +207,21 @@ def test_maps_without_labels_colour_by_k_means_and_without_index_say_so(model, c
         assert "no index" in _err(c.get("/api/map", params={"size": 8}), 404, None)
 
 
+def test_a_new_index_version_gets_a_new_sample(corpus, tmp_path):
+    _, X = corpus
+    MatryoshkaIndex(384).add(X, names=NAMES).save(tmp_path / "live")
+    holder = IndexHolder(tmp_path / "live", reload_interval=0)
+    cache = MapCache(sample=100)
+    first = cache.data(holder.current, None).points()
+    assert first["generation"] == 1 and first["sample"] == 100 and first["count"] == len(ROWS)
+    assert cache.get(holder.current, None, 32)["generation"] == 1
+    MatryoshkaIndex(384).add(X[:50], names=NAMES[:50]).save(tmp_path / "live", overwrite=True)
+    assert holder.check()
+    again = cache.get(holder.current, None, 32)
+    assert again["generation"] == 2 and len(again["xy"]) == 50 and not again["cached"]
+    assert cache.data(holder.current, None).points()["names"] == NAMES[:50]
+
+
 def test_a_slow_method_maps_the_nearest_offered_size(corpus, model):
     pytest.importorskip("openTSNE")
     holder = IndexHolder(corpus[0] / "index", reload_interval=0)
@@ -373,6 +388,24 @@ def test_the_page_without_a_model_or_without_an_index(browser, model, corpus):
             w.close()
             assert not w.errors and not w.refused, (w.errors, w.refused)
         svc.pool.shutdown(wait=True)
+
+
+def test_with_an_api_key_the_page_asks_for_it(browser, model, corpus):
+    svc = _service(model, corpus[0])
+    with ServerThread(create_app(svc, api_key="k3y", close=False)) as s:
+        w = Watched(browser, _loopback)
+        w.page.goto(s.url + "/")  # the page loads without the key; its data needs it
+        w.page.wait_for_selector("#auth:not([hidden])")
+        assert "API key" in w.page.inner_text("#notice")
+        w.page.fill("#api-key", "k3y")
+        w.page.click("#auth button")
+        w.page.wait_for_selector("#map-svg[data-state='idle']")
+        w.page.fill("#query", "a storm floods the city")
+        w.page.wait_for_selector("#results[data-state='done']")
+        assert w.page.locator("#results li.result").count() == 10
+        assert w.page.is_hidden("#auth") and not w.refused
+        w.close()
+    svc.pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------------- the HTML report
