@@ -153,3 +153,29 @@ def test_eval_reads_a_beir_folder(flow, tmp_path, capsys):
     full = results["results"][0]["dims"]["384"]
     assert full["recall@100"] == 1.0  # 12 documents: every relevant one is in the first 100
     assert full["ndcg@10"] > 0.5
+
+
+def test_the_packaged_model_by_name_embeds_searches_and_evaluates(flow, tmp_path, monkeypatch,
+                                                                   capsys):  # fmt: skip
+    from sentence_transformers import SentenceTransformer
+
+    from matryoshka.models.text import minilm_path
+
+    root, docs = flow
+    monkeypatch.chdir(tmp_path)
+    corpus = str(root / "corpus.jsonl")
+    assert main(["embed", "packaged", "--texts", corpus, "--out", "emb", "--quiet"]) == 0
+    assert main(["index", "build", "emb", "--out", "idx", "--quiet"]) == 0
+    capsys.readouterr()
+    argv = ["search", "idx", "--model", "packaged", "--text", "the moon", "-k", "2", "--quiet"]
+    assert main(argv) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    st = SentenceTransformer(str(minilm_path()))
+    xb, xq = st.encode([t for _, t in docs], normalize_embeddings=True), st.encode(["the moon"])
+    assert row["ids"] == np.argsort(-(xb @ xq[0]), kind="stable")[:2].tolist()
+    with open("qrels.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\ndoc0\tdoc1\t1\n")
+    argv = ["eval", "packaged", "--corpus", corpus, "--queries", corpus, "--exclude-self"]
+    assert main([*argv, "--qrels", "qrels.tsv", "--quiet"]) == 0
+    assert "model card" not in capsys.readouterr().out  # the packaged model has no card of ours
+    assert (tmp_path / "runs" / "packaged-eval" / "results.json").is_file()

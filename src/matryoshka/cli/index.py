@@ -347,7 +347,8 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     q = p.add_argument_group("text queries")
     q.add_argument("--text", action="append", help="a query text (repeatable); needs --model")
     q.add_argument("--texts", help="a file of query texts (JSONL, CSV, TSV, Parquet, .txt)")
-    q.add_argument("--model", help="the text model folder that embedded the corpus")
+    q.add_argument("--model", help="the text model folder that embedded the corpus, or "
+                   "'packaged' (the packaged all-MiniLM-L6-v2)")  # fmt: skip
     q.add_argument("--prompt", help="put before every query text, e.g. 'query: '")
     q.add_argument("--text-column", default="text", help="with --texts (default: text)")
     q.add_argument("--id-column", help="with --texts: the queries' ids (default: _id or id)")

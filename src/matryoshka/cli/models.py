@@ -209,7 +209,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "cosine 1-NN at the trained sizes and the sizes in between.",
         )
     )
-    p.add_argument("model", help="model folder written by `matryoshka train` (image or text)")
+    p.add_argument("model", help="model folder written by `matryoshka train` (image or text), or "
+                   "'packaged' (the packaged all-MiniLM-L6-v2)")  # fmt: skip
     p.add_argument("--out", help="output folder (default: MODEL/eval)")
     p.add_argument(
         "--dims",
@@ -234,7 +235,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "a prefix of these rows.",
         )
     )
-    p.add_argument("model", help="model folder written by `matryoshka train` (image or text)")
+    p.add_argument("model", help="model folder written by `matryoshka train` (image or text), or "
+                   "'packaged' (the packaged all-MiniLM-L6-v2)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", choices=["train", "test", "all"], default="all", help="default: all")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")

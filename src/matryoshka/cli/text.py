@@ -15,7 +15,10 @@ __all__ = ["embed_text", "eval_text", "is_text_model", "is_text_recipe", "train_
 
 
 def is_text_model(path: str | Path) -> bool:
-    """Whether ``path`` is a sentence-transformers folder (ours has ``matryoshka.json`` too)."""
+    """Whether ``path`` is a sentence-transformers folder (ours has ``matryoshka.json`` too), or
+    ``packaged`` (the packaged all-MiniLM-L6-v2)."""
+    if str(path) == "packaged" and not Path(path).exists():
+        return True
     path = Path(path)
     return (path / "matryoshka.json").is_file() or (path / "modules.json").is_file()
 
@@ -76,6 +79,8 @@ def eval_text(args: argparse.Namespace) -> int:
     from matryoshka.experiments.text_eval import evaluate_text_model, load_retrieval_data
 
     data = load_retrieval_data(args.beir, args.split, args.corpus, args.queries, args.qrels)
+    if args.out is None and not Path(args.model).is_dir():  # "packaged": no folder of its own
+        args.out = "runs/packaged-eval"
     out = evaluate_text_model(
         args.model, data, dims=args.dims, exclude_self=args.exclude_self,
         query_prompt=args.query_prompt, document_prompt=args.document_prompt,
@@ -83,7 +88,8 @@ def eval_text(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(out["table"])
     where = args.out or f"{args.model}/eval"
-    print(f"wrote {where}/results.json and report.md; the model card shows them")
+    card = "; the model card shows them" if (Path(args.model) / "matryoshka.json").is_file() else ""
+    print(f"wrote {where}/results.json and report.md{card}")
     return 0
 
 

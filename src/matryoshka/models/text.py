@@ -73,8 +73,9 @@ def load_sentence_encoder(
     Parameters
     ----------
     name_or_path : str or path, optional
-        Default: the packaged all-MiniLM-L6-v2 (:func:`minilm_path`). A name is looked up on the
-        Hugging Face Hub (or its local cache when ``HF_HUB_OFFLINE=1``).
+        Default (or ``"packaged"``, unless a folder of that name exists): the packaged
+        all-MiniLM-L6-v2 (:func:`minilm_path`). A name is looked up on the Hugging Face Hub (or
+        its local cache when ``HF_HUB_OFFLINE=1``).
     device : str
         ``"cpu"``, ``"cuda"``, ...
     max_seq_length : int, optional
@@ -85,7 +86,7 @@ def load_sentence_encoder(
         Show transformers' loading bar.
     """
     st = require_sentence_transformers()
-    if name_or_path is None:
+    if name_or_path is None or (str(name_or_path) == "packaged" and not Path("packaged").exists()):
         name_or_path = minilm_path()
     elif Path(name_or_path).expanduser().exists():
         name_or_path = Path(name_or_path).expanduser()
