@@ -23,15 +23,18 @@ import torch
 
 from matryoshka.dims import truncate, validate_dim
 
-__all__ = ["exact_search", "stream_topk", "METRICS"]
+__all__ = ["exact_search", "product", "stream_topk", "METRICS"]
 
 METRICS = ("cosine", "ip", "l2")
 
 # A source of prepared database blocks: ``rows(start, stop)`` returns the block's vectors as a
 # float32 tensor B of shape (nb, m), and a column scale and a column bias, each of shape (nb,) or
 # None: the block's scores are ``(q @ B.T) * scale + bias`` (scale ``1/|b|`` for cosine when B is
-# not normalised; bias ``-|b|^2`` for l2, so that ``2 q.b - |b|^2`` ranks like l2).
-Block = tuple[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"]
+# not normalised; bias ``-|b|^2`` for l2, so that ``2 q.b - |b|^2`` ranks like l2). B may also be
+# a list of column parts ``[(lo, B_lo), ...]``, each (nb, w) read in place from a stored panel
+# (no copy); then ``q @ B.T`` is the sum of ``q[:, lo:lo + w] @ B_lo.T`` (see :func:`product`).
+Parts = list[tuple[int, torch.Tensor]]
+Block = tuple["torch.Tensor | Parts", "torch.Tensor | None", "torch.Tensor | None"]
 BlockFn = Callable[[int, int], Block]
 TakeFn = Callable[[np.ndarray], Block]
 
@@ -57,6 +60,21 @@ def check_matrix(x: np.ndarray, name: str) -> np.ndarray:
                 f"{int(np.flatnonzero(big)[0])}); vectors are stored and scored in float32"
             )
     return x
+
+
+def product(
+    q: torch.Tensor, b: torch.Tensor | Parts, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``q @ B.T`` of shape (nq, nb) for queries (nq, m) and a block B: a tensor (nb, m), or
+    column parts ``[(lo, B_lo), ...]`` that together cover the first m columns."""
+    if isinstance(b, torch.Tensor):
+        return torch.mm(q, b.T, out=out) if out is not None else q @ b.T
+    (lo, first), *rest = b
+    qs = q[:, lo : lo + first.shape[1]]
+    out = torch.mm(qs, first.T, out=out) if out is not None else qs @ first.T
+    for lo, part in rest:
+        out.addmm_(q[:, lo : lo + part.shape[1]], part.T)
+    return out
 
 
 def _sample_rows(n: int, k: int) -> np.ndarray | None:
@@ -113,7 +131,7 @@ def stream_topk(
     e = k * s / n
     r = min(s, math.ceil(e + 3 * math.sqrt(e) + 4))
     bs, scale, bias = take(sample)
-    ss = q @ bs.T  # (nq, s)
+    ss = product(q, bs)  # (nq, s)
     if scale is not None:
         ss *= scale
     if bias is not None:
@@ -128,10 +146,9 @@ def stream_topk(
     parts = [_Candidates(lo, hi, tau.numpy()) for lo, hi in _splits(nq, threads)]
     pool = _pool(threads)
     for start in range(0, n, block_size):
-        b, scale, bias = rows(start, min(n, start + block_size))
-        nb = b.shape[0]
-        sc = buf[: nq * nb].view(nq, nb)  # contiguous (nq, nb), reused
-        torch.mm(q, b.T, out=sc)
+        nb = min(n, start + block_size) - start
+        b, scale, bias = rows(start, start + nb)
+        sc = product(q, b, out=buf[: nq * nb].view(nq, nb))  # contiguous (nq, nb), reused
         if scale is not None:
             sc *= scale
         if bias is not None:
@@ -230,7 +247,7 @@ def _plain_topk(
     best_i = torch.empty((nq, 0), dtype=torch.int64)
     for start in range(0, n, block_size):
         b, scale, bias = rows(start, min(n, start + block_size))
-        s = q @ b.T  # (nq, nb)
+        s = product(q, b)  # (nq, nb)
         if scale is not None:
             s *= scale
         if bias is not None:
@@ -284,16 +301,18 @@ def finish(
 def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries as float32 (nq, m) ready for :func:`stream_topk`, and their squared norms (nq,).
 
-    Cosine prefixes are renormalised; l2 queries are doubled so that ``q.b - |b|^2`` with the
-    doubled query is ``2 q.b - |b|^2``, which ranks like ``-|q - b|^2``.
+    Cosine prefixes are renormalised (zero prefixes stay zero); l2 queries are doubled so that
+    ``q.b - |b|^2`` with the doubled query is ``2 q.b - |b|^2``, which ranks like
+    ``-|q - b|^2``. In numpy: a handful of calls, so a single query costs microseconds here.
     """
-    q = torch.from_numpy(np.array(truncate(xq, m, normalize=False), np.float32, order="C"))
-    sq = (q * q).sum(1)  # (nq,) of the prefix before it is renormalised
+    m = validate_dim(m, xq.shape[1], "dim")
+    q = np.array(xq[:, :m], dtype=np.float32, order="C")  # a copy: scaled in place below
+    sq = np.einsum("ij,ij->i", q, q)  # (nq,) of the prefix before it is renormalised
     if metric == "cosine":
-        q = truncate(q, m)
+        q /= np.maximum(np.sqrt(sq), 1e-12)[:, None]
     elif metric == "l2":
-        q = 2 * q
-    return q, sq
+        q *= 2
+    return torch.from_numpy(q), torch.from_numpy(sq)
 
 
 def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]:

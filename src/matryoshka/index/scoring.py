@@ -41,9 +41,22 @@ def prefix_norms(store: Storage, m: int, metric: str) -> np.ndarray:
 
 
 def store_sources(
-    store: Storage, m: int, metric: str, norm: np.ndarray | None, block_size: int
+    store: Storage,
+    m: int,
+    metric: str,
+    norm: np.ndarray | None,
+    block_size: int,
+    in_place: bool = False,
 ) -> tuple[BlockFn, TakeFn]:
-    """Block readers for :func:`stream_topk` over the stored prefix of size ``m``."""
+    """Block readers for :func:`stream_topk` over the stored prefix of size ``m``.
+
+    ``in_place`` (float32 only): blocks are views of the stored panels (column parts, no copy)
+    with the cosine factor as a column scale and ``-|b|^2`` as a column bias; the queries are
+    then (nq, m). Otherwise each block is copied into a reused (nb, m) buffer, scaled for
+    cosine, with an extra column ``-|b|^2`` for l2 (the queries then have a column of ones).
+    """
+    if in_place:
+        return _panel_sources(store, m, metric, norm)
     if m <= store.width(0) and store.precision == "float32" and metric == "ip":
         panel = torch.from_numpy(store.panels[0])  # (N, 32): the first panel, read in place
 
@@ -80,6 +93,39 @@ def store_sources(
     return rows, take
 
 
+def _panel_sources(
+    store: Storage, m: int, metric: str, norm: np.ndarray | None
+) -> tuple[BlockFn, TakeFn]:
+    """In-place block readers: views of the float32 panels covering the first ``m`` columns."""
+    parts = [
+        (lo, torch.from_numpy(store.panels[i])[:, : min(hi, m) - lo])
+        for i, (lo, hi) in enumerate(store.bounds)
+        if lo < m
+    ]
+    t_norm = None if norm is None else torch.from_numpy(norm)
+    if t_norm is not None and metric == "l2":
+        t_norm = -t_norm  # the bias -|b|^2
+
+    def factors(sel) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if t_norm is None:
+            return None, None
+        return (t_norm[sel], None) if metric == "cosine" else (None, t_norm[sel])
+
+    def rows(start: int, stop: int):
+        return [(lo, p[start:stop]) for lo, p in parts], *factors(slice(start, stop))
+
+    def take(pos: np.ndarray):
+        return torch.from_numpy(store.take(pos, m)), *factors(torch.from_numpy(pos))
+
+    return rows, take
+
+
+# a batch of at most this many queries reads float32 panels in place (no copy of the rows): a
+# copy costs about as much as scoring a few dozen queries against the block, and for a single
+# query the copy (and the pages of its buffer) is most of the search's time
+_IN_PLACE_QUERIES = 32
+
+
 def exact_stage(
     store: Storage,
     norm: np.ndarray | None,
@@ -94,11 +140,63 @@ def exact_stage(
     Returns scores (nq, k') float32 and row positions (nq, k') int64, ``k' = min(k, N)``.
     """
     q, _ = prepare_queries(xq, m, metric)
-    if metric == "l2":
+    in_place = store.precision == "float32" and len(q) <= _IN_PLACE_QUERIES
+    if metric == "l2" and not in_place:
         q = torch.cat([q, torch.ones(len(q), 1)], dim=1)  # (nq, m + 1), see store_sources
     n = len(store)
-    rows, take = store_sources(store, m, metric, norm, block_size)
+    rows, take = store_sources(store, m, metric, norm, block_size, in_place)
     return stream_topk(rows, take, n, q, min(k, n), block_size)
+
+
+def _faiss_or_none():
+    """faiss when it is installed (its by-index products fuse the gather with the scoring)."""
+    if not _FAISS:
+        try:
+            import faiss
+        except ImportError:
+            faiss = None
+        _FAISS.append(faiss)
+    return _FAISS[0]
+
+
+_FAISS: list = []
+
+
+def _fused_rerank(
+    store: Storage, norm: np.ndarray | None, metric: str, q: np.ndarray, pos: np.ndarray, m: int
+) -> np.ndarray:
+    """Scores (nq, kp) of candidate positions ``pos`` (nq, kp) at size ``m``, ``-inf`` for -1.
+
+    float32 panels only: per panel, faiss's ``fvec_inner_products_by_idx`` reads each candidate's
+    row where it is stored and scores it (no gathered copy), threaded over the queries.
+    """
+    faiss = _FAISS[0]
+    nq, kp = pos.shape
+    S = np.empty((nq, kp), dtype=np.float32)
+    part = np.empty((nq, kp), dtype=np.float32) if m > store.width(0) else S
+    ptr_pos = faiss.swig_ptr(pos)
+    for i, (lo, hi) in enumerate(store.bounds):
+        if lo >= m:
+            break
+        qp = q[:, lo:hi]  # queries' columns of this panel, zero past m
+        if hi > m or not qp.flags.c_contiguous:
+            qp = np.zeros((nq, hi - lo), dtype=np.float32)
+            qp[:, : min(hi, m) - lo] = q[:, lo : min(hi, m)]
+        out = S if lo == 0 else part
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out), faiss.swig_ptr(qp), faiss.swig_ptr(store.panels[i]),
+            ptr_pos, hi - lo, nq, kp,
+        )  # fmt: skip
+        if lo:
+            S += part
+    if norm is not None:
+        nrm = norm[np.maximum(pos, 0)]
+        if metric == "cosine":
+            S *= nrm
+            S[pos < 0] = -np.inf  # -inf * 0 (a zero row's factor) would be NaN
+        else:
+            S -= nrm
+    return S
 
 
 def rerank(
@@ -112,14 +210,35 @@ def rerank(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rescore candidate positions ``pos`` (nq, kp) (``-1`` for none) at size ``m``; keep k.
 
-    Scores panel by panel: each panel's candidate rows are gathered into a reused buffer and
-    multiplied with the matching slice of the queries (zero-padded to the panel's width), so
-    no concatenated copy of the prefix is made. Returns scores and positions, each
-    (nq, min(k, kp)).
+    float32 panels with faiss installed: one fused gather-and-score per panel
+    (:func:`_fused_rerank`). Otherwise panel by panel: each panel's candidate rows are gathered
+    into a reused buffer and multiplied with the matching slice of the queries (zero-padded to
+    the panel's width), so no concatenated copy of the prefix is made. Returns scores and
+    positions, each (nq, min(k, kp)).
     """
     q, _ = prepare_queries(xq, m, metric)  # (nq, m)
     nq, kp = pos.shape
     kk = min(k, kp)
+    fused = store.precision == "float32" and all(p.flags.c_contiguous for p in store.panels)
+    if fused and nq and kp and _faiss_or_none() is not None:
+        p = np.ascontiguousarray(pos.numpy(), dtype=np.int64)
+        s = torch.from_numpy(_fused_rerank(store, norm, metric, q.numpy(), p, m))
+        top, sel = s.topk(kk, dim=1)
+        return top, pos.gather(1, sel)
+    return _rerank_gathered(store, norm, metric, q, pos, kk)
+
+
+def _rerank_gathered(
+    store: Storage,
+    norm: np.ndarray | None,
+    metric: str,
+    q: torch.Tensor,
+    pos: torch.Tensor,
+    kk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rerank` by gathered rows: prepared queries q (nq, m), positions (nq, kp)."""
+    m = q.shape[1]
+    nq, kp = pos.shape
     S = torch.empty(nq, kk)
     P = torch.empty(nq, kk, dtype=torch.int64)
     panels = [i for i, (lo, _) in enumerate(store.bounds) if lo < m]

@@ -1,0 +1,109 @@
+"""The fast paths of a search, each checked against exact search in float64 numpy.
+
+A small batch of queries scores the stored float32 panels in place (no copy of the rows); a rerank
+of float32 panels scores each candidate where it is stored through faiss (no gathered copy). Both
+must rank exactly as the copying paths do, for every metric, at sizes that cut a panel, with
+padding, zero vectors and one query at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from matryoshka.index import MatryoshkaIndex, recall_at_k
+from matryoshka.index.exact import prepare_queries
+from matryoshka.index.scoring import _rerank_gathered, rerank
+
+METRICS = ("cosine", "ip", "l2")
+
+
+def mrl_like(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((16, d))
+    x = centers[rng.integers(0, 16, n)] + 0.7 * rng.standard_normal((n, d))
+    return (x * (1.0 + np.arange(d)) ** -0.5).astype(np.float32)
+
+
+def reference(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, m: int):
+    b, q = xb[:, :m].astype(np.float64), xq[:, :m].astype(np.float64)
+    if metric == "cosine":
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    s = -((q[:, None] - b[None]) ** 2).sum(-1) if metric == "l2" else q @ b.T
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    D = np.take_along_axis(s, order, 1)
+    return (-D if metric == "l2" else D), order
+
+
+@pytest.fixture(scope="module")
+def data():
+    xb = mrl_like(2500, 100, 0)  # d = 100: panels [0, 32), [32, 64), [64, 100)
+    xb[7] = 0  # a zero vector
+    return xb, mrl_like(12, 100, 1)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("m", [8, 32, 50, 100])
+def test_small_batches_score_panels_in_place_exactly(data, metric, m):
+    xb, xq = data
+    index = MatryoshkaIndex(100, metric).add(xb)
+    Dr, Ir = reference(xq, xb, 7, metric, m)
+    for batch in (xq[:1], xq[:5], xq):  # 1, 5 and 12 queries: all in place
+        D, I = index.search(batch, 7, dim=m, block_size=700)  # several blocks, merged
+        np.testing.assert_allclose(D, Dr[: len(batch)], rtol=1e-4, atol=1e-4)
+        assert recall_at_k(I, Ir[: len(batch)]) > 0.99
+    many = np.repeat(xq, 4, axis=0)  # 48 queries: the copying path, same answers
+    D, _ = index.search(many, 7, dim=m, block_size=700)
+    np.testing.assert_allclose(D, np.repeat(Dr, 4, axis=0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_one_query_through_a_funnel_matches_the_batch(data, metric):
+    xb, xq = data
+    index = MatryoshkaIndex(100, metric).add(xb)
+    funnel = [(16, 300), (50, 40), (100, 5)]
+    D, I = index.search(xq, funnel=funnel)
+    for i in range(len(xq)):
+        d1, i1 = index.search(xq[i : i + 1], funnel=funnel)
+        np.testing.assert_allclose(d1[0], D[i], rtol=1e-5, atol=1e-5)
+        assert (i1[0] == I[i]).mean() >= 0.8  # ids may swap only on near-ties
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("m", [20, 64, 100])
+def test_fused_rerank_equals_the_gathered_rerank(data, metric, m):
+    pytest.importorskip("faiss")
+    xb, xq = data
+    index = MatryoshkaIndex(100, metric).add(xb)
+    rng = np.random.default_rng(2)
+    pos = torch.from_numpy(rng.integers(0, len(xb), (len(xq), 60)))
+    pos[:, 50:] = -1  # padding from a first stage that found fewer
+    pos[0, 0] = 7  # the zero vector
+    store, norm = index._store, index._norm_or_none(m, index._store)
+    S1, P1 = rerank(store, norm, metric, xq, pos, m, 55)
+    q, _ = prepare_queries(xq, m, metric)
+    S2, P2 = _rerank_gathered(store, norm, metric, q, pos, 55)
+    np.testing.assert_allclose(S1.numpy(), S2.numpy(), rtol=1e-5, atol=1e-5)
+    assert (P1[:, 50:] == -1).all() and torch.isinf(S1[:, 50:]).all()
+    assert not torch.isnan(S1).any()
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_fused_rerank_after_an_approximate_first_stage(data, metric):
+    faiss = pytest.importorskip("faiss")
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        xb, xq = data
+        index = MatryoshkaIndex(100, metric).add(xb)
+        index.build_ann("hnsw", 32, M=16, ef_search=100)
+        _, gt = reference(xq, xb, 10, metric, 100)
+        D, I = index.search(xq, funnel=[(32, 100), (100, 10)], ann=True)
+        assert recall_at_k(I, gt) >= 0.95
+        De, _ = reference(xq, xb, 10, metric, 100)
+        hit = I == gt
+        np.testing.assert_allclose(D[hit], De[hit], rtol=1e-4, atol=1e-4)
+    finally:
+        faiss.omp_set_num_threads(before)
