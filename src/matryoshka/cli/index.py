@@ -1,4 +1,4 @@
-"""``matryoshka index build|search|plan|info``: store embeddings once, search them at any size.
+"""``matryoshka index build|search|plan|tune|info``: store embeddings once, search them at any size.
 
 ``search`` and ``plan`` are also reachable at the top level (``matryoshka search``), the spelling
 of earlier versions. Every input is checked before a progress bar starts, so a mistake costs no
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from matryoshka.cli._common import add_common, dims_arg, progress_bar
+from matryoshka.cli.index_tune import add_tune_command
 
 __all__ = ["add_index_commands"]
 
@@ -440,6 +441,7 @@ def add_index_commands(sub: argparse._SubParsersAction) -> None:
     _add_build(isub)
     _add_search(isub, "search", help="search an index at one size or through a funnel")
     _add_plan(isub, "plan", help="choose a size and precision for N vectors in a memory budget")
+    add_tune_command(isub)
     info = add_common(
         isub.add_parser(
             "info",

@@ -30,7 +30,7 @@ import torch
 from matryoshka.dims import validate_dim
 from matryoshka.index.ann import make_ann
 from matryoshka.index.exact import METRICS, check_matrix, finish
-from matryoshka.index.funnel import check_funnel
+from matryoshka.index.funnel import search_stages
 from matryoshka.index.ids import check_names, int_ids, new_ids_for, positions_of
 from matryoshka.index.manifest import IndexParts, ann_entry, check_files, load_index, save_index
 from matryoshka.index.scoring import exact_stage, prefix_norms, rerank
@@ -38,9 +38,6 @@ from matryoshka.index.storage import PRECISIONS, Storage
 from matryoshka.index.vectors import TRANSFORMS, apply_transform
 
 __all__ = ["MatryoshkaIndex"]
-
-
-_MAX_K = 1 << 24  # results per query: D and I of one query at this k take 200 MB
 
 
 class MatryoshkaIndex:
@@ -341,7 +338,7 @@ class MatryoshkaIndex:
         check_files(self._handles, self._where)  # a mapped file truncated under us: an error
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        stages = self._stages(k, dim, funnel)
+        stages = search_stages(k, dim, funnel, self.d)
         k_out, top = stages[-1][1], stages[-1][0]
         xq = check_matrix(xq, "xq")
         if not top <= xq.shape[1] <= self.d:
@@ -378,29 +375,6 @@ class MatryoshkaIndex:
         if self._ids is not None:
             I = np.where(I >= 0, self._ids[np.maximum(I, 0)], -1)  # noqa: E741
         return D, I
-
-    def _stages(
-        self, k: int | None, dim: int | None, funnel: Sequence[Sequence[int]] | None
-    ) -> list[tuple[int, int]]:
-        """The search as checked funnel stages: ``[(dim, k)]`` for a search at one size."""
-        if funnel is not None:
-            if dim is not None:
-                raise ValueError("give either dim or funnel, not both")
-            stages = check_funnel(funnel, self.d)
-            if stages[-1][1] > _MAX_K:
-                raise ValueError(f"a funnel returns at most {_MAX_K:,} results per query")
-            if k is not None and k != stages[-1][1]:
-                raise ValueError(
-                    f"k={k} differs from the funnel's last shortlist {stages[-1][1]}; "
-                    "the last stage's k is what is returned"
-                )
-            return stages
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got k={k!r}")
-        if k > _MAX_K:
-            raise ValueError(f"k must be at most {_MAX_K:,} (results per query), got k={k:,}")
-        m = self.d if dim is None else validate_dim(dim, self.d, "dim")
-        return [(m, int(k))]
 
     def _first_stage(
         self, xq: np.ndarray, m: int, k: int, ann: bool, block_size: int
@@ -441,6 +415,29 @@ class MatryoshkaIndex:
         m = validate_dim(dim, self.d, "dim")
         self.ann_ = make_ann(kind, m, self.d, **params).build(self._rows, len(self), self.metric)
         return self
+
+    # ------------------------------------------------------------------ tuning
+    def tune(
+        self,
+        xq_sample: np.ndarray,
+        target_recall: float = 0.95,
+        k: int = 10,
+        ann: bool | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The fastest funnel meeting ``target_recall`` (recall@k) on sample queries (nq, d).
+
+        Tries the exact full-size search, funnels of two and three stages from every first
+        size, and (with :meth:`build_ann` done, or ``ann=True``) funnels from the approximate
+        first stage at a few settings of its search knob, each measured against exact
+        full-size results on ``xq_sample``. See :func:`matryoshka.index.tune.tune_funnel` for
+        ``options`` (``knob_values``, ``margin``, ``repeat``) and the returned dict: ``funnel``,
+        ``ann``, ``ann_params``, ``recall``, ``qps`` and every timed candidate in ``tried``.
+        Search with ``index.search(xq, funnel=result["funnel"], ann=result["ann"])``.
+        """
+        from matryoshka.index.tune import tune_funnel
+
+        return tune_funnel(self, xq_sample, target_recall, k, ann, **options)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["check_funnel", "format_funnel", "parse_funnel"]
+from matryoshka.dims import validate_dim
+
+__all__ = ["check_funnel", "format_funnel", "parse_funnel", "search_stages", "MAX_K"]
+
+MAX_K = 1 << 24  # results per query: D and I of one query at this k take 200 MB
 
 
 def parse_funnel(text: str, name: str = "funnel") -> list[tuple[int, int]]:
@@ -87,3 +91,30 @@ def check_funnel(funnel: Sequence[Sequence[int]], d: int) -> list[tuple[int, int
                 f"{k1} candidates the stage before handed it"
             )
     return stages
+
+
+def search_stages(
+    k: int | None, dim: int | None, funnel: Sequence[Sequence[int]] | None, d: int
+) -> list[tuple[int, int]]:
+    """A search's arguments as checked funnel stages: ``[(dim or d, k)]`` at one size.
+
+    With a funnel, ``k`` may be omitted and otherwise must equal the last stage's ``k``.
+    """
+    if funnel is not None:
+        if dim is not None:
+            raise ValueError("give either dim or funnel, not both")
+        stages = check_funnel(funnel, d)
+        if stages[-1][1] > MAX_K:
+            raise ValueError(f"a funnel returns at most {MAX_K:,} results per query")
+        if k is not None and k != stages[-1][1]:
+            raise ValueError(
+                f"k={k} differs from the funnel's last shortlist {stages[-1][1]}; "
+                "the last stage's k is what is returned"
+            )
+        return stages
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got k={k!r}")
+    if k > MAX_K:
+        raise ValueError(f"k must be at most {MAX_K:,} (results per query), got k={k:,}")
+    m = d if dim is None else validate_dim(dim, d, "dim")
+    return [(m, int(k))]

@@ -1,0 +1,211 @@
+"""The fastest funnel that meets a recall target, measured on a sample of queries.
+
+:func:`tune_funnel` searches funnel shapes and first-stage settings on the given queries against
+exact full-size results and returns the fastest that meets ``target_recall`` (recall@k), with its
+measured recall and queries per second. The shapes tried:
+
+- the exact full-size search ``[(d, k)]`` (recall 1.0, the fallback);
+- two stages ``[(m1, k1), (d, k)]`` for every first size ``m1`` in 16, 32, 64, ... below ``d``;
+- three stages ``[(m1, k1), (m2, k2), (d, k)]`` with ``m2`` two or four times ``m1`` and
+  ``k2`` four times ``k``;
+- with an approximate first stage built (:meth:`MatryoshkaIndex.build_ann`): the same shapes
+  from its search size, for each of a few settings of its search-time knob (HNSW ``ef_search``,
+  IVF and AdANNS ``nprobe``).
+
+For each shape the shortlist ``k1`` is found by bisection over a grid (recall grows with
+``k1``); only the smallest ``k1`` that meets the target is timed. Recall on a sample is an
+estimate: a shape must meet ``target_recall + margin`` on the sample, the margin defaulting to
+one standard error of recall@k over the sample (``sqrt(r (1 - r) / (nq k))``), so that the
+choice holds on other queries too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from matryoshka.index.metrics import recall_at_k
+
+MatryoshkaIndex = Any  # matryoshka.index.core.MatryoshkaIndex (which imports this module)
+
+__all__ = ["tune_funnel"]
+
+_KNOBS = {"hnsw": "ef_search", "ivf": "nprobe", "ivfpq": "nprobe", "adanns": "nprobe"}
+
+
+def _grid(k: int, n: int) -> list[int]:
+    """Shortlist lengths to try, ascending: k, 1.5 k, 2 k, 3 k, ... up to 100 k (at most n)."""
+    steps = (1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100)
+    return sorted({min(n, max(k, round(k * s))) for s in steps})
+
+
+def _sizes(d: int) -> list[int]:
+    sizes, m = [], 16
+    while m < d:
+        sizes.append(m)
+        m *= 2
+    return sizes
+
+
+class _Trial:
+    """Runs funnels on the sample, measures recall against exact results and times them."""
+
+    def __init__(self, index: MatryoshkaIndex, xq: np.ndarray, k: int, repeat: int) -> None:
+        self.index, self.xq, self.k, self.repeat = index, xq, k, repeat
+        _, self.gt = index.search(xq, k)  # exact full size: the reference
+        self.recalls: dict[tuple, float] = {}
+
+    def recall(self, funnel: list[tuple[int, int]], ann: bool) -> float:
+        key = (tuple(funnel), ann, self._knob())
+        if key not in self.recalls:
+            _, ids = self.index.search(self.xq, funnel=funnel, ann=ann)
+            self.recalls[key] = recall_at_k(ids, self.gt, self.k)
+        return self.recalls[key]
+
+    def qps(self, funnel: list[tuple[int, int]], ann: bool) -> float:
+        self.index.search(self.xq[: min(8, len(self.xq))], funnel=funnel, ann=ann)  # warm
+        best = math.inf
+        for _ in range(self.repeat):
+            t0 = time.perf_counter()
+            self.index.search(self.xq, funnel=funnel, ann=ann)
+            best = min(best, time.perf_counter() - t0)
+        return len(self.xq) / best
+
+    def _knob(self) -> Any:
+        ann = self.index.ann_
+        return None if ann is None else getattr(ann, _KNOBS[ann.kind])
+
+
+def _smallest_k1(trial: _Trial, shape, grid: list[int], ann: bool, need: float):
+    """The smallest grid value k1 for which ``shape(k1)`` meets ``need``, by bisection; or None."""
+    lo, hi = 0, len(grid) - 1
+    if trial.recall(shape(grid[hi]), ann) < need:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if trial.recall(shape(grid[mid]), ann) >= need:
+            hi = mid
+        else:
+            lo = mid + 1
+    return grid[lo]
+
+
+def _shapes(d: int, k: int, first: list[int]):
+    """Funnel shapes as functions of k1: two stages from each first size, and three stages."""
+    out = []
+    for m1 in first:
+        out.append(lambda k1, m1=m1: [(m1, k1), (d, k)])
+        for m2 in (2 * m1, 4 * m1):
+            if m2 < d:
+                out.append(lambda k1, m1=m1, m2=m2: _three(m1, k1, m2, 4 * k, d, k))
+    return out
+
+
+def _three(m1: int, k1: int, m2: int, k2: int, d: int, k: int) -> list[tuple[int, int]]:
+    """``[(m1, k1), (m2, k2), (d, k)]``, or two stages when the middle one would keep all."""
+    return [(m1, k1), (m2, k2), (d, k)] if k2 < k1 else [(m1, k1), (d, k)]
+
+
+def tune_funnel(
+    index: MatryoshkaIndex,
+    xq: np.ndarray,
+    target_recall: float = 0.95,
+    k: int = 10,
+    ann: bool | None = None,
+    knob_values: list[int] | None = None,
+    margin: float | None = None,
+    repeat: int = 2,
+) -> dict[str, Any]:
+    """The fastest funnel meeting ``target_recall`` on the sample queries ``xq`` (nq, d).
+
+    Parameters
+    ----------
+    index : MatryoshkaIndex
+        A filled index; with an approximate first stage built, funnels from it are tried too.
+    xq : ndarray of shape (nq, d)
+        Sample queries (a few hundred is enough); recall is against exact full-size search.
+    target_recall : float, default 0.95
+        recall@k to meet.
+    k : int, default 10
+    ann : bool, optional
+        Try funnels from the approximate first stage (default: when one is built).
+    knob_values : list of int, optional
+        Settings of the approximate stage's search knob to try (HNSW ``ef_search``: the
+        shortlist or more; IVF ``nprobe``); default a small grid.
+    margin : float, optional
+        Recall the sample must show above the target (default one standard error).
+    repeat : int, default 2
+        Timed runs per candidate (the best counts).
+
+    Returns
+    -------
+    dict
+        ``funnel`` (list of [m, k]), ``ann`` (bool), ``ann_params`` (the knob's value or None),
+        ``recall``, ``qps``, ``target_recall``, ``margin``, ``k``, ``queries`` and ``tried``:
+        every timed candidate as ``{funnel, ann, ann_params, recall, qps}``, fastest first.
+        The index's approximate stage is left at the chosen knob value.
+    """
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    xq = np.asarray(xq, dtype=np.float32)
+    if xq.ndim != 2 or len(xq) == 0:
+        raise ValueError(f"xq must be a non-empty (nq, d) sample of queries, got {xq.shape}")
+    if margin is None:
+        margin = math.sqrt(target_recall * (1 - target_recall) / (len(xq) * k))
+    need = min(1.0, target_recall + margin)
+    trial = _Trial(index, xq, k, repeat)
+    d, grid = index.d, _grid(k, len(index))
+    tried = [_timed(trial, [(d, k)], False, None, 1.0)]
+    for shape in _shapes(d, k, _sizes(d)):
+        k1 = _smallest_k1(trial, shape, grid, False, need)
+        if k1 is not None:
+            tried.append(_timed(trial, shape(k1), False, None, trial.recall(shape(k1), False)))
+    use_ann = index.ann_ is not None if ann is None else ann
+    if use_ann:
+        tried += _tune_ann(trial, index, k, grid, need, knob_values)
+    seen, unique = set(), []
+    for row in tried:  # a three-stage shape may come back as a two-stage one
+        key = (str(row["funnel"]), row["ann"], row["ann_params"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    tried = sorted(unique, key=lambda r: -r["qps"])
+    best = tried[0]
+    if best["ann"]:
+        setattr(index.ann_, _KNOBS[index.ann_.kind], best["ann_params"])
+    return {**best, "target_recall": target_recall, "margin": round(margin, 4), "k": k,
+            "queries": len(xq), "tried": tried}  # fmt: skip
+
+
+def _tune_ann(trial, index, k, grid, need, knob_values) -> list[dict[str, Any]]:
+    """Timed candidates from the approximate first stage, for each value of its search knob."""
+    if index.ann_ is None:
+        raise ValueError("ann=True but no approximate first stage: call build_ann first")
+    stage, out = index.ann_, []
+    knob = _KNOBS[stage.kind]
+    values = knob_values or ([16, 32, 64, 128, 256] if knob == "ef_search" else [4, 8, 16, 32, 64])
+    shapes = _shapes(index.d, k, [stage.search_dim])
+    before = getattr(stage, knob)
+    try:
+        for v in values:
+            setattr(stage, knob, v)
+            for shape in shapes:
+                k1 = _smallest_k1(trial, shape, grid, True, need)
+                if k1 is not None:
+                    out.append(_timed(trial, shape(k1), True, v, trial.recall(shape(k1), True)))
+    finally:
+        setattr(stage, knob, before)
+    return out
+
+
+def _timed(trial: _Trial, funnel, ann: bool, knob: int | None, recall: float) -> dict[str, Any]:
+    return {
+        "funnel": [list(s) for s in funnel],
+        "ann": ann,
+        "ann_params": knob,
+        "recall": round(recall, 4),
+        "qps": round(trial.qps(funnel, ann), 1),
+    }
