@@ -1,12 +1,17 @@
-"""Search speed and recall: faiss IndexFlatIP at full size against MatryoshkaIndex searches.
+"""Search speed and recall: faiss HNSW and IndexFlatIP at full size beside MatryoshkaIndex funnels.
 
-Prints one JSON line per configuration: queries per second, recall@k against exact full-size
-search (faiss ``IndexFlatIP`` on unit vectors, which is exact), and the ratio of queries per second
-to ``IndexFlatIP``'s, all measured in the same run with the same number of threads.
+Everything runs side by side in one process with the same threads: faiss ``IndexFlatIP`` on unit
+vectors (exact: the reference for recall@k), faiss ``IndexHNSWFlat`` at full size (M 32, efSearch
+swept), our exact full-size search, hand-picked funnels (exact and from approximate first stages)
+and, for each recall target, the funnel :meth:`MatryoshkaIndex.tune` picks on separate tuning
+queries, then measured on the benchmark's queries. Each structure's memory per vector and build
+time are reported, and the single-query latency (p50) of numpy brute force, faiss HNSW, our full
+size search and the tuned funnel at each ``--latency-sizes``. A progress line per configuration
+goes to stderr; the result is one JSON line on stdout.
 
-    python benchmarks/search.py                                 # synthetic, 60k x 512
+    python benchmarks/search.py --n 200000 --cache /tmp/search-cache      # synthetic 200k x 512
     python benchmarks/search.py --embeddings emb/embeddings.npy --holdout 10000 --nq 1000
-    python benchmarks/search.py --n 1000000                     # speed at 1M vectors
+    python benchmarks/search.py --n 1000000 --latency-sizes 3000,100000,1000000
 
 Real Matryoshka embeddings, e.g. CIFAR-10 (50k train + 10k test, d = 256, train split first):
 
@@ -30,13 +35,14 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from matryoshka.dims import truncate
 from matryoshka.index import MatryoshkaIndex, parse_funnel, recall_at_k
-from matryoshka.index.ann import import_faiss
+from matryoshka.index.ann import import_faiss, make_ann
 
 
 def synthetic(n: int, d: int, clusters: int, decay: float, seed: int) -> np.ndarray:
@@ -80,7 +86,7 @@ def _split(x: np.ndarray, holdout: int | None, nq: int, seed: int) -> tuple[np.n
     return np.asarray(x[:-holdout], dtype=np.float32), np.asarray(x[-holdout:][pick], np.float32)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--embeddings", help=".npy of shape (N, d); default synthetic")
     p.add_argument("--queries", help=".npy of shape (nq, d); default: from the held-out rows")
@@ -88,133 +94,375 @@ def main(argv: list[str] | None = None) -> None:
         "--holdout",
         type=int,
         help="with --embeddings: keep the last HOLDOUT rows out of the index and draw the "
-        "--nq queries from them at random (default: --nq rows drawn at random from the file)",
+        "queries from them at random (default: drawn at random from the file)",
     )
-    p.add_argument("--n", type=int, default=60_000, help="synthetic database size")
+    p.add_argument("--n", type=int, default=200_000, help="synthetic database size")
     p.add_argument("--d", type=int, default=512, help="synthetic vector size")
     p.add_argument("--clusters", type=int, default=1000, help="synthetic clusters")
     p.add_argument("--decay", type=float, default=0.5, help="synthetic scale (j+1)^-decay")
-    p.add_argument("--nq", type=int, default=1000, help="queries")
+    p.add_argument("--nq", type=int, default=1000, help="benchmark queries")
+    p.add_argument("--tune-nq", type=int, default=300, help="separate queries the tuner sees")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--repeat", type=int, default=3, help="timed runs per configuration (best)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--targets", default="0.95,0.97,0.99", help="recall@k targets")
+    p.add_argument("--hnsw-m", type=int, default=32, help="faiss HNSW full size: M")
+    p.add_argument("--hnsw-efc", type=int, default=64, help="faiss HNSW efConstruction")
+    p.add_argument(
+        "--hnsw-ef",
+        default="16,24,32,48,64,96,128,192,256,384,512",
+        help="faiss HNSW full size: efSearch values swept",
+    )
     p.add_argument(
         "--funnels",
-        default="32:200,FULL:10;64:100,FULL:10;32:400,128:50,FULL:10;128:200,FULL:10",
-        help="exact funnels, ';'-separated, stages 'dim:k' (FULL = the full size)",
+        default="128:100,FULL:10;64:400,256:50,FULL:10",
+        help="hand-picked exact funnels, ';'-separated, stages 'dim:k' (FULL = the full size)",
+    )
+    p.add_argument(
+        "--structures",
+        default="hnsw:64:32;hnsw:128:16",
+        help="approximate first stages, ';'-separated 'kind:dim:M' (hnsw) or 'ivf:dim:nlist'",
     )
     p.add_argument(
         "--approx",
-        default="hnsw:64:128:100,FULL:10;hnsw:128:128:100,FULL:10;ivf:128:32:100,FULL:10;"
-        "adanns32:64:32:100,FULL:10",
-        help="approximate-first funnels, ';'-separated: 'kind:dim:param:k1,stages...' with "
-        "kind hnsw (param: ef_search), ivf (nprobe) or adanns<cluster_dim> (nprobe), dim the "
-        "size the structure searches at, k1 its shortlist",
+        default="hnsw:64:128:100,FULL:10;hnsw:128:48:48,FULL:10;hnsw:128:64:64,FULL:10",
+        help="hand-picked funnels from those structures: 'kind:dim:knob:k1,stages...' (knob: "
+        "ef_search or nprobe)",
     )
-    p.add_argument("--skip-exact-funnels", action="store_true")
+    p.add_argument("--latency-sizes", default="3000,100000", help="corpus sizes for one query")
+    p.add_argument("--latency-queries", type=int, default=1000)
+    p.add_argument("--cache", help="folder keeping built faiss structures between runs")
     p.add_argument("--skip-ours-full", action="store_true")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    faiss = import_faiss()
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
-    t0 = time.perf_counter()
+
+def _data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Database (N, d), benchmark queries (nq, d), tuning queries (tune_nq, d), a description."""
+    nq = args.nq + args.tune_nq
     if args.embeddings:
         x = np.load(args.embeddings, mmap_mode="r")
         if args.queries:
             xb, xq = np.asarray(x, dtype=np.float32), np.load(args.queries).astype(np.float32)
         else:
-            xb, xq = _split(x, args.holdout, args.nq, args.seed)
+            xb, xq = _split(x, args.holdout, nq, args.seed)
+        xq = np.random.default_rng(args.seed + 1).permutation(xq)
         data = args.embeddings
     else:
-        x = synthetic(args.n + args.nq, args.d, args.clusters, args.decay, args.seed)
+        x = synthetic(args.n + nq, args.d, args.clusters, args.decay, args.seed)
         xb, xq = x[: args.n], x[args.n :]
         data = f"synthetic(clusters={args.clusters}, decay={args.decay}, seed={args.seed})"
-    xq = xq[: args.nq]
-    n, d = xb.shape
-    k = args.k
-    common = {
-        "data": data,
-        "n": n,
-        "d": d,
-        "nq": len(xq),
-        "k": k,
-        "threads": args.threads,
-        "machine": platform.processor() or platform.machine(),
-    }
-    print(json.dumps({"setup_s": round(time.perf_counter() - t0, 2), **common}), file=sys.stderr)
+    if len(xq) < nq:
+        raise SystemExit(f"need {nq} queries (--nq + --tune-nq), got {len(xq)}")
+    return xb, xq[: args.nq], xq[args.nq : nq], data
 
-    # baseline: faiss IndexFlatIP on unit vectors at full size (exact cosine)
-    xb_unit = truncate(xb, d)  # (N, d) unit rows
+
+def _hnsw_full(faiss, xb_unit: np.ndarray, args, cache: Path | None):
+    """faiss IndexHNSWFlat at full size on unit rows; its build seconds (None if cached)."""
+    n, d = xb_unit.shape
+    path = cache / f"hnsw-full-{n}x{d}-M{args.hnsw_m}.faiss" if cache else None
+    if path is not None and path.exists():
+        return faiss.read_index(str(path)), None
+    h = faiss.IndexHNSWFlat(d, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    h.hnsw.efConstruction = args.hnsw_efc
+    t0 = time.perf_counter()
+    h.add(xb_unit)
+    build = time.perf_counter() - t0
+    if path is not None:
+        faiss.write_index(h, str(path))
+    return h, build
+
+
+def _bytes(faiss, index) -> int:
+    return int(len(faiss.serialize_index(index)))
+
+
+def _structure(faiss, index: MatryoshkaIndex, spec: str, cache: Path | None):
+    """Build (or read from the cache) an approximate first stage 'kind:dim:M|nlist'."""
+    kind, dim, p = spec.split(":")
+    dim, p = int(dim), int(p)
+    params = {"M": p, "ef_construction": 64} if kind == "hnsw" else {"nlist": p}
+    path = cache / f"{kind}{dim}-{len(index)}-{p}.faiss" if cache else None
+    t0 = time.perf_counter()
+    if path is not None and path.exists():
+        stage = make_ann(kind, dim, index.d, **params)
+        stage.faiss_index = faiss.read_index(str(path))
+        index.ann_, build = stage, None
+    else:
+        index.build_ann(kind, dim, **params)
+        build = time.perf_counter() - t0
+        if path is not None:
+            faiss.write_index(index.ann_.faiss_index, str(path))
+    return index.ann_, build
+
+
+def _ours_bytes(faiss, index: MatryoshkaIndex) -> int:
+    """Stored codes + cached per-size norms + the approximate stage, in bytes."""
+    norms = sum(v.nbytes for v in index._norms.values())
+    ann = 0 if index.ann_ is None else _bytes(faiss, index.ann_.faiss_index)
+    return index.nbytes + norms + ann
+
+
+def _set_knob(stage, value: int) -> None:
+    setattr(stage, "ef_search" if stage.kind == "hnsw" else "nprobe", value)
+
+
+def _p50(fn: Callable[[np.ndarray], object], xq: np.ndarray) -> float:
+    """Median milliseconds of one query at a time over the rows of ``xq`` (after 20 warm-ups)."""
+    for q in xq[:20]:
+        fn(q[None])
+    times = []
+    for q in xq:
+        t0 = time.perf_counter()
+        fn(q[None])
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e3, 4)
+
+
+def _latency(faiss, xb, xq, sizes, best, ann_spec, shared, args) -> dict[str, dict]:
+    """p50 ms of one query: numpy brute force, faiss HNSW, ours full and the best funnel."""
+    out = {}
+    k, d = args.k, xb.shape[1]
+    xq = xq[: args.latency_queries]
+    for size in sizes:
+        sub = xb[:size]
+        unit = truncate(sub, d)
+
+        def brute(q, unit=unit):  # the plain numpy product a user would write
+            s = unit @ (q[0] / np.linalg.norm(q[0]))
+            top = np.argpartition(-s, k)[:k]
+            return top[np.argsort(-s[top])]
+
+        try:  # one BLAS thread: the fastest numpy setting for one query on a shared machine
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            row = {"numpy brute force": _p50(brute, xq)}
+        else:
+            with threadpool_limits(1):
+                row = {"numpy brute force (1 BLAS thread)": _p50(brute, xq)}
+        if size == len(xb):
+            hnsw, index = shared
+        else:
+            hnsw, _ = _hnsw_full(faiss, unit, args, None)
+            index = MatryoshkaIndex(d, "cosine").add(sub)
+        hnsw.hnsw.efSearch = best.get("hnsw_ef", 64)
+        row[f"faiss HNSW full (efSearch {hnsw.hnsw.efSearch})"] = _p50(
+            lambda q, h=hnsw: h.search(truncate(q, d), k), xq
+        )
+        row["ours full"] = _p50(lambda q, ix=index: ix.search(q, k), xq)
+        funnel, use_ann = best["funnel"], best["ann"]
+        if use_ann and index.ann_ is None:
+            _structure(faiss, index, ann_spec, None)
+        if use_ann:
+            _set_knob(index.ann_, best["ann_params"])
+        row[f"ours funnel {funnel}{' (approximate first)' if use_ann else ''}"] = _p50(
+            lambda q, ix=index, f=funnel, a=use_ann: ix.search(q, funnel=f, ann=a), xq
+        )
+        out[str(size)] = row
+        print(json.dumps({"latency_p50_ms": row, "n": size}), file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _args(argv)
+    faiss = import_faiss()
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    cache = Path(args.cache) if args.cache else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    xb, xq, xt, data = _data(args)
+    n, d = xb.shape
+    k, nq = args.k, len(xq)
+    targets = [float(t) for t in args.targets.split(",")]
+    rows: list[dict] = []
+
+    def log(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
+    # the reference: faiss IndexFlatIP on unit vectors at full size (exact cosine)
+    xb_unit, xq_unit = truncate(xb, d), truncate(xq, d)
     flat = faiss.IndexFlatIP(d)
     flat.add(xb_unit)
-    xq_unit = truncate(xq, d)
-    base_s, (_, gt) = timed(lambda: flat.search(xq_unit, k), args.repeat)
-    flat.reset()  # free its copy of the vectors
-    del xb_unit
-    base_qps = len(xq) / base_s
+    flat_s, (_, gt) = timed(lambda: flat.search(xq_unit, k), args.repeat)
+    log(
+        {
+            "config": "faiss IndexFlatIP full",
+            "qps": round(nq / flat_s, 1),
+            "recall": 1.0,
+            "bytes_per_vector": round(_bytes(faiss, flat) / n, 1),
+            "build_s": 0.0,
+        }
+    )
+    flat.reset()
 
-    def report(config: str, seconds: float, ids: np.ndarray, **extra) -> None:
-        qps = len(xq) / seconds
+    def measure(config: str, fn, **extra) -> dict:
+        fn()
+        s, (_, ids) = timed(fn, args.repeat)
         row = {
             "config": config,
-            "qps": round(qps, 1),
-            "seconds": round(seconds, 4),
-            f"recall@{k}": round(recall_at_k(ids, gt, k), 4),
-            "speedup_vs_flat": round(qps / base_qps, 2),
+            "qps": round(nq / s, 1),
+            "recall": round(recall_at_k(ids, gt, k), 4),
             **extra,
-            **common,
         }
-        print(json.dumps(row), flush=True)
+        log(row)
+        return row
 
-    report("faiss IndexFlatIP full", base_s, gt)
+    hnsw, hnsw_build = _hnsw_full(faiss, xb_unit, args, cache)
+    del xb_unit
+    hnsw_mem = round(_bytes(faiss, hnsw) / n, 1)
+    sweep = []
+    for ef in map(int, args.hnsw_ef.split(",")):
+        hnsw.hnsw.efSearch = ef
+        sweep.append(
+            measure(
+                f"faiss HNSWFlat full M{args.hnsw_m} efSearch {ef}",
+                lambda: hnsw.search(xq_unit, k),
+                ef=ef,
+                bytes_per_vector=hnsw_mem,
+                build_s=hnsw_build and round(hnsw_build, 1),
+            )
+        )
     index = MatryoshkaIndex(d, "cosine").add(xb)
-    index.search(xq[:2], k)  # warm the cached prefix norms outside the timing
+    index.search(xq[:2], k)
+    ours = []
     if not args.skip_ours_full:
-        s, (_, ids) = timed(lambda: index.search(xq, k), args.repeat)
-        report("ours exact full", s, ids)
-
-    def stages(text: str) -> list[tuple[int, int]]:
-        """A funnel written as ``dim:k,...``, with ``FULL`` standing for the full size ``d``."""
-        return parse_funnel(text.replace("FULL", str(d)))
-
-    if not args.skip_exact_funnels:
-        for f in filter(None, args.funnels.split(";")):
-            funnel = stages(f)
-            index.search(xq[:2], funnel=funnel)
-            s, (_, ids) = timed(lambda funnel=funnel: index.search(xq, funnel=funnel), args.repeat)
-            report(f"ours exact funnel {funnel}", s, ids, funnel=funnel)
-
-    for a in filter(None, args.approx.split(";")):
-        head, *rest = a.split(",")
-        kind, dim, param, k1 = head.split(":")
-        dim, param, k1 = int(dim), int(param), int(k1)
-        if kind == "hnsw":
-            params = {"M": 32, "ef_construction": 64, "ef_search": param}
-        elif kind == "ivf":
-            params = {"nlist": int(4 * np.sqrt(n)), "nprobe": param}
-        elif kind.startswith("adanns"):
-            params = {"nlist": int(4 * np.sqrt(n)), "nprobe": param, "cluster_dim": int(kind[6:])}
-            kind = "adanns"
-        else:
-            raise SystemExit(f"unknown approximate kind {kind!r}")
-        t0 = time.perf_counter()
-        index.build_ann(kind, dim, **params)
-        build_s = time.perf_counter() - t0
-        funnel = stages(",".join([f"{dim}:{k1}", *rest]))
-        index.search(xq[:2], funnel=funnel, ann=True)
-        s, (_, ids) = timed(
-            lambda funnel=funnel: index.search(xq, funnel=funnel, ann=True), args.repeat
+        ours.append(
+            measure(
+                "ours exact full",
+                lambda: index.search(xq, k),
+                funnel=[[d, k]],
+                ann=False,
+                bytes_per_vector=round(_ours_bytes(faiss, index) / n, 1),
+            )
         )
-        report(
-            f"ours {kind} first {funnel}",
-            s,
-            ids,
-            funnel=funnel,
-            ann={"kind": kind, **params},
-            build_s=round(build_s, 1),
+    full = str(d)
+    for f in filter(None, args.funnels.split(";")):
+        funnel = parse_funnel(f.replace("FULL", full))
+        ours.append(
+            measure(
+                f"ours exact funnel {funnel}",
+                lambda f=funnel: index.search(xq, funnel=f),
+                funnel=funnel,
+                ann=False,
+                hand_picked=True,
+                bytes_per_vector=round(_ours_bytes(faiss, index) / n, 1),
+            )
         )
+    for target in targets:  # the tuner without an approximate stage
+        t = index.tune(xt, target, k, ann=False, repeat=2)
+        ours.append(
+            measure(
+                f"ours tuned exact {t['funnel']} for {target}",
+                lambda t=t: index.search(xq, funnel=t["funnel"]),
+                funnel=t["funnel"],
+                ann=False,
+                tuned_for=target,
+                tune_recall=t["recall"],
+                bytes_per_vector=round(_ours_bytes(faiss, index) / n, 1),
+            )
+        )
+    ours += _approximate(faiss, index, args, xq, xt, measure, cache, targets)
+    summary = _summary(targets, sweep, ours)
+    best = next((s for s in summary.values() if s.get("best")), None)
+    latency = {}
+    if best is not None:
+        b = best["best"]
+        b["hnsw_ef"] = best.get("hnsw_ef") or 64
+        spec = b.get("structure")
+        if b["ann"]:  # leave the structure the best funnel used in place for the latency runs
+            _structure(faiss, index, spec, cache)
+        sizes = [int(s) for s in args.latency_sizes.split(",") if s and int(s) <= n]
+        latency = _latency(faiss, xb, xq, sizes, b, spec, (hnsw, index), args)
+    print(
+        json.dumps(
+            {
+                "data": data,
+                "n": n,
+                "d": d,
+                "nq": nq,
+                "k": k,
+                "threads": args.threads,
+                "machine": platform.processor() or platform.machine(),
+                "targets": summary,
+                "latency_p50_ms": latency,
+                "rows": rows,
+            }
+        )
+    )
+
+
+def _approximate(faiss, index, args, xq, xt, measure, cache, targets) -> list[dict]:
+    """Every structure: hand-picked funnels from it, then the tuner's pick for each target."""
+    out, n, k, full = [], len(index), args.k, str(index.d)
+    for spec in filter(None, args.structures.split(";")):
+        stage, build = _structure(faiss, index, spec, cache)
+        extra = {
+            "structure": spec,
+            "build_s": build and round(build, 1),
+            "ann": True,
+            "bytes_per_vector": round(_ours_bytes(faiss, index) / n, 1),
+        }
+        kind, dim, _ = spec.split(":")
+        for a in filter(None, args.approx.split(";")):
+            head, *rest = a.split(",")
+            akind, adim, knob, k1 = head.split(":")
+            if (akind, adim) != (kind, dim):
+                continue
+            _set_knob(stage, int(knob))
+            funnel = parse_funnel(",".join([f"{dim}:{k1}", *rest]).replace("FULL", full))
+            out.append(
+                measure(
+                    f"ours {spec} first {funnel} knob {knob}",
+                    lambda f=funnel: index.search(xq, funnel=f, ann=True),
+                    funnel=funnel,
+                    ann_params=int(knob),
+                    hand_picked=True,
+                    **extra,
+                )
+            )
+        for target in targets:
+            t = index.tune(xt, target, k, ann=True, repeat=2)
+            if t["ann"]:
+                _set_knob(stage, t["ann_params"])
+            row = measure(
+                f"ours tuned {spec if t['ann'] else 'exact'} {t['funnel']} for {target}",
+                lambda t=t: index.search(xq, funnel=t["funnel"], ann=t["ann"]),
+                funnel=t["funnel"],
+                ann_params=t["ann_params"],
+                tuned_for=target,
+                tune_recall=t["recall"],
+                **{**extra, "ann": t["ann"]},
+            )
+            out.append(row)
+    return out
+
+
+def _summary(targets, sweep, ours) -> dict[str, dict]:
+    """Per target: faiss HNSW's smallest efSearch reaching it, the fastest of ours reaching it."""
+    out = {}
+    for target in targets:
+        h = next((r for r in sweep if r["recall"] >= target), None)
+        meet = [r for r in ours if r["recall"] >= target]
+        best = max(meet, key=lambda r: r["qps"], default=None)
+        hand = max((r for r in meet if r.get("hand_picked")), key=lambda r: r["qps"], default=None)
+        tuned = [r for r in ours if r.get("tuned_for") == target]
+        row = {
+            "hnsw_ef": h and h["ef"],
+            "hnsw_qps": h and h["qps"],
+            "hnsw_bytes_per_vector": h and h["bytes_per_vector"],
+            "best": best,
+            "best_hand_picked_qps": hand and hand["qps"],
+            "tuned": [
+                {"config": r["config"], "qps": r["qps"], "recall": r["recall"]} for r in tuned
+            ],
+        }
+        if h and best:
+            row["speedup_vs_hnsw"] = round(best["qps"] / h["qps"], 2)
+            row["memory_vs_hnsw"] = round(best["bytes_per_vector"] / h["bytes_per_vector"], 2)
+        out[str(target)] = row
+    return out
 
 
 if __name__ == "__main__":
