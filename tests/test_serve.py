@@ -509,3 +509,12 @@ def test_cli_help_lists_the_flags(capsys):
 
 def test_config_defaults_bind_loopback():
     assert ServeConfig().host == "127.0.0.1"
+
+
+def test_limit_heap_growth_leaves_a_users_setting(monkeypatch):
+    from matryoshka.serve.server import limit_heap_growth
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert limit_heap_growth() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert isinstance(limit_heap_growth(), bool)  # True on glibc, False elsewhere
