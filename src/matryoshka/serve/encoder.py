@@ -5,14 +5,26 @@ eight short texts costs far less than eight passes over one. So every encode goe
 queue: the model's thread takes what is waiting (up to ``max_batch`` texts), encodes it in one
 call, counts each text's tokens when asked (the ``usage`` of an embeddings answer) and hands
 each request its rows. A request waits at most one batch behind those before it.
+
+Memory: batches of every size and length leave glibc's heap fragmented (its threshold for giving
+a large buffer its own mapping rises with the largest buffer freed, so activation buffers end up
+carved from the heap), and a server answering SciFact queries at 1, 8 and 32 clients grew by
+20-30 MB every 900 requests, round after round. So the thread hands the freed pages back
+(``malloc_trim``, a few ms, off any request's path) when it goes idle, and at least once a second
+while it stays busy; the same rounds then hold steady. Fixing the threshold instead
+(``MALLOC_MMAP_THRESHOLD_``) also held memory but made encoding about 30% slower.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +39,20 @@ __all__ = ["PACKAGED", "Encoder", "TextModel"]
 
 PACKAGED = "packaged"  # --model packaged: the packaged all-MiniLM-L6-v2
 _PACKAGED_NAME = "all-MiniLM-L6-v2"
+
+
+TRIM_EVERY = 1.0  # seconds: hand freed memory back at least this often while busy
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``: free pages of every arena back to the system (None off
+    glibc)."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: fn(0)
 
 
 @dataclass
@@ -52,6 +78,9 @@ class Encoder:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.batches = 0  # encode calls made
         self.texts = 0  # texts encoded
+        self.trims = 0  # times freed memory was handed back
+        self._trim = _malloc_trim()
+        self._trimmed = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="matryoshka-encoder", daemon=True)
         self._thread.start()
 
@@ -100,6 +129,16 @@ class Encoder:
                 for j in jobs:
                     if not j.future.done():
                         j.future.set_exception(e)
+            self._release()
+
+    def _release(self) -> None:
+        """Hand freed memory back when idle, or when the last time is ``TRIM_EVERY`` ago."""
+        now = time.monotonic()
+        if self._trim is None or (self._queue.qsize() and now - self._trimmed < TRIM_EVERY):
+            return
+        self._trim()
+        self._trimmed = time.monotonic()
+        self.trims += 1
 
     def _encode(self, jobs: list[_Job]) -> None:
         texts = [t for j in jobs for t in j.texts]

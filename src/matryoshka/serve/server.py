@@ -5,14 +5,6 @@
 :func:`run_server` serves it with uvicorn in the foreground (``matryoshka serve``);
 :class:`ServerThread` serves an application on a background thread (tests and benchmarks).
 
-Memory: a text model encodes batches of every size and length, and glibc's allocator, whose
-threshold for giving large buffers their own mapping rises with the largest buffer freed, then
-keeps those buffers in its heap, where they fragment: a server answering SciFact queries at 1,
-8 and 32 clients grew by 20-30 MB every 900 requests, round after round.
-:func:`limit_heap_growth` fixes the threshold at glibc's initial 128 KiB (what
-``MALLOC_MMAP_THRESHOLD_=131072`` does), so a freed large buffer goes back to the system at
-once; the same rounds then grow by under 2 MB each after the first.
-
 Threads: torch's CPU threads are set once for the process (``threads``, default the cores the
 load average leaves free, as :func:`matryoshka._runtime.threads_for` gives large work). Encoding
 runs on the model's one thread, which batches the requests waiting together, and each search on
@@ -22,8 +14,6 @@ splitting one small request over many cores.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -41,7 +31,6 @@ __all__ = [
     "ServerThread",
     "api_key_from_env",
     "build_service",
-    "limit_heap_growth",
     "require_serve",
     "run_server",
 ]
@@ -81,27 +70,6 @@ def require_serve() -> None:
         require(module, "matryoshka serve", "serve")
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
-MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
-
-
-def limit_heap_growth() -> bool:
-    """Give every buffer of 128 KiB or more its own mapping, returned to the system when freed.
-
-    Fixes glibc's ``M_MMAP_THRESHOLD`` (otherwise raised to the largest buffer freed, up to
-    32 MiB on 64-bit), which stops a long-running process that encodes batches of many shapes
-    from growing without end. Returns whether it was set (False off glibc, or if refused).
-    """
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
-        return False  # the user's own setting wins
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError, TypeError):  # not glibc: nothing to fix
-        return False
-
-
 def build_service(config: ServeConfig) -> Service:
     """Load and check what ``config`` serves; ``ValueError`` for what cannot work together."""
     import torch
@@ -117,7 +85,6 @@ def build_service(config: ServeConfig) -> Service:
         raise ValueError("--workers, --max-batch and --max-concurrency must be positive")
     threads = threads_for(0.0, config.threads)
     torch.set_num_threads(threads)
-    limit_heap_growth()
     model = None
     if config.model:
         model = TextModel.load(config.model, config.model_name, config.query_prompt,
