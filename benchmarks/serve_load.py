@@ -12,15 +12,19 @@ keep-alive connection):
 
 It also measures the same searches run in this process one query at a time (encode, then
 search: the work a server replaces), before and after the server's load, with the server's
-torch threads; and, during a further ``/search`` load at 8 clients, rebuilds the index into the
-same folder with ``matryoshka index build ... --precision float16 --overwrite`` and checks that
-no request failed and that the answers come from the new index afterwards.
+torch threads, each timed after one untimed pass over the same queries; and, during a further
+``/search`` load at 8 clients, rebuilds the index into the same folder with ``matryoshka index
+build ... --precision float16 --overwrite`` and checks that no request failed and that the
+answers come from the new index afterwards.
 
-Prints ONE JSON line: per configuration requests/s, p50/p95/p99 latency (ms) and errors; the
-server's resident memory (``VmRSS`` of ``/proc/PID/status``) at start, after a warm-up
-(``rss_before_mb``) and after all the load (``rss_after_mb``); ``search_8_vs_inprocess``, the
-server's ``/search`` throughput at 8 clients over the in-process one-query-at-a-time throughput;
-and the swap's outcome. Loopback only; bounded by ``--requests`` per configuration and
+Prints ONE JSON line: per configuration requests/s, p50/p95/p99 latency (ms), errors, the
+server's memory after it and the texts its model encoded per call (how much concurrent requests
+were batched); the server's resident memory (``VmRSS`` of ``/proc/PID/status``) at start, after
+a warm-up at 8 clients with the same queries (``rss_before_mb``) and after all the load
+(``rss_after_mb``); ``search_8_vs_inprocess``, the server's ``/search`` throughput at 8 clients
+over the in-process one-query-at-a-time throughput; and the swap's outcome (answers from the old
+and the new index, old answers to requests sent after the first new answer came back: 0 when
+the swap is clean). Loopback only; bounded by ``--requests`` per configuration and
 ``--max-seconds`` per configuration.
 
     python benchmarks/serve_load.py                      # SciFact from ../shared/data/scifact
@@ -98,8 +102,9 @@ def start_server(index: Path, payload: Path, port: int, extra: list[str], log: P
     cmd = [PY, "-m", "matryoshka.cli", "serve", "--model", "packaged", "--index", str(index),
            "--payload", str(payload), "--port", str(port), "--log-level", "warning",
            "--reload-interval", "0.25", *extra]  # fmt: skip
-    f = open(log, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, stdout=f, stderr=f, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    with open(log, "w") as f:  # the child keeps its own handle
+        proc = subprocess.Popen(cmd, stdout=f, stderr=f,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -112,6 +117,16 @@ def start_server(index: Path, payload: Path, port: int, extra: list[str], log: P
         time.sleep(0.2)
     proc.kill()
     raise SystemExit("the server did not start in 300 s")
+
+
+def encoder_counts(url: str) -> tuple[float, float]:
+    """The server's encode calls and texts encoded so far (from ``/metrics``)."""
+    found = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("matryoshka_encoder_"):
+            name, value = line.split()[:2]
+            found[name] = float(value)
+    return found.get("matryoshka_encoder_batches", 0.0), found.get("matryoshka_encoder_texts", 0.0)
 
 
 def load(url: str, path: str, bodies: list[dict], clients: int, n: int, max_s: float,
@@ -134,7 +149,7 @@ def load(url: str, path: str, bodies: list[dict], clients: int, n: int, max_s: f
                     r = c.post(path, json=bodies[i % len(bodies)])
                     ok = r.status_code == 200
                     if ok and on_answer is not None:
-                        gens.append((on_answer(r.json()), time.perf_counter()))
+                        gens.append((on_answer(r.json()), t, time.perf_counter()))
                     if not ok:
                         errors.append(f"{r.status_code} {r.text[:200]}")
                 except httpx.HTTPError as e:
@@ -148,7 +163,7 @@ def load(url: str, path: str, bodies: list[dict], clients: int, n: int, max_s: f
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ms = np.array(lat) * 1000
+    ms = np.array(lat or [np.nan]) * 1000
     return {"clients": clients, "requests": len(lat), "seconds": round(wall, 2),
             "rps": round(len(lat) / wall, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1),
@@ -162,13 +177,18 @@ def in_process(model: Any, index_path: Path, queries: list[str], funnel: list, n
     from matryoshka.models.text import encode_texts
 
     index = MatryoshkaIndex.load(index_path, mmap=True)
-    for q in queries[:5]:  # warm-up
-        index.search(encode_texts(model, [q], progress=False), funnel=funnel)
-    t0 = time.perf_counter()
-    for i in range(n):
-        index.search(encode_texts(model, [queries[i % len(queries)]], progress=False),
-                     funnel=funnel)  # fmt: skip
-    return n / (time.perf_counter() - t0)
+
+    def one_pass() -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            index.search(encode_texts(model, [queries[i % len(queries)]], progress=False),
+                         funnel=funnel)  # fmt: skip
+        return time.perf_counter() - t0
+
+    # warm-up: the same queries once (each new text length costs the first time it is seen),
+    # so the baseline is the faster, warm loop
+    one_pass()
+    return n / one_pass()
 
 
 def swap_under_load(url: str, emb: Path, index: Path, bodies: list[dict], max_s: float,
@@ -195,10 +215,16 @@ def swap_under_load(url: str, emb: Path, index: Path, bodies: list[dict], max_s:
     info = httpx.get(url + "/api/info").json()
     after = httpx.post(url + "/search", json=bodies[0]).json()
     gens = stats.pop("_answers")
-    first_new = min((t for g, t in gens if g > 1), default=None)
+    first_new = min((end for g, _, end in gens if g > 1), default=None)
+    # once one answer came from the new index, a request sent later must not get the old one
+    late_old = sum(g == 1 and first_new is not None and sent > first_new for g, sent, _ in gens)
     return {**stats, "build_s": round(built["seconds"], 2),
-            "answers_old": sum(g == 1 for g, _ in gens),
-            "answers_new": sum(g > 1 for g, _ in gens),
+            "answers_old": sum(g == 1 for g, _, _ in gens),
+            "answers_new": sum(g > 1 for g, _, _ in gens),
+            "old_answers_sent_after_first_new": late_old,
+            # the build's rename comes before its process exits: "after end" can be negative
+            "first_new_answer_after_build_start_s": None if first_new is None
+            else round(first_new - built["start"], 2),
             "first_new_answer_after_build_end_s": None if first_new is None
             else round(first_new - built["end"], 2),
             "precision_after": info["precision"], "generation_after": info["index"]["generation"],
@@ -248,16 +274,21 @@ def run(args: argparse.Namespace) -> None:  # noqa: C901 - one straight script
         torch.set_num_threads(threads)
         out.update(server_threads=threads, server_workers=info["workers"],
                    count=info["count"], rss_start_mb=rss_mb(proc.pid))  # fmt: skip
-        load(url, "/search", search[:32], 8, 32, 60)  # warm-up: allocator, caches
-        load(url, "/v1/embeddings", embed[:32], 8, 32, 60)
+        # warm-up: the queries the load sends, once each, as the in-process loop is warmed
+        load(url, "/search", search, 8, args.requests, args.max_seconds)
+        load(url, "/v1/embeddings", embed, 8, args.requests, args.max_seconds)
         out["rss_before_mb"] = rss_mb(proc.pid)
         ip_before = in_process(model, index, queries, funnel, args.inprocess)
         clients = [int(c) for c in args.clients.split(",")]
         for name, path, bodies in (("search", "/search", search),
                                    ("embeddings", "/v1/embeddings", embed)):  # fmt: skip
             for c in clients:
+                calls0, texts0 = encoder_counts(url)
                 stats = load(url, path, bodies, c, args.requests, args.max_seconds)
                 stats.pop("_answers")
+                calls, texts = (b - a for a, b in zip((calls0, texts0), encoder_counts(url)))
+                stats.update(rss_mb_after=rss_mb(proc.pid),
+                             texts_per_encode=round(texts / max(calls, 1), 2))  # fmt: skip
                 out[f"{name}_{c}"] = stats
         ip_after = in_process(model, index, queries, funnel, args.inprocess)
         out["swap"] = swap_under_load(url, emb, index, search, args.max_seconds,
