@@ -263,134 +263,121 @@ def _latency(faiss, xb, xq, sizes, best, ann_spec, shared, args) -> dict[str, di
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _args(argv)
+def setup(threads: int, cache_dir: str | None):
+    """faiss with ``threads`` threads for it and torch, and the cache folder (made) or None."""
     faiss = import_faiss()
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
-    cache = Path(args.cache) if args.cache else None
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    cache = Path(cache_dir) if cache_dir else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    xb, xq, xt, data = _data(args)
-    n, d = xb.shape
-    k, nq = args.k, len(xq)
-    targets = [float(t) for t in args.targets.split(",")]
-    rows: list[dict] = []
+    return faiss, cache
 
-    def log(row: dict) -> None:
-        rows.append(row)
+
+class _Runs:
+    """Every measured configuration: a progress line on stderr each, recall against ``gt``."""
+
+    def __init__(self, nq: int, k: int, repeat: int) -> None:
+        self.nq, self.k, self.repeat = nq, k, repeat
+        self.rows: list[dict] = []
+        self.gt: np.ndarray | None = None
+
+    def log(self, row: dict) -> dict:
+        self.rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-
-    # the reference: faiss IndexFlatIP on unit vectors at full size (exact cosine)
-    xb_unit, xq_unit = truncate(xb, d), truncate(xq, d)
-    flat = faiss.IndexFlatIP(d)
-    flat.add(xb_unit)
-    flat_s, (_, gt) = timed(lambda: flat.search(xq_unit, k), args.repeat)
-    log(
-        {
-            "config": "faiss IndexFlatIP full",
-            "qps": round(nq / flat_s, 1),
-            "recall": 1.0,
-            "bytes_per_vector": round(_bytes(faiss, flat) / n, 1),
-            "build_s": 0.0,
-        }
-    )
-    flat.reset()
-
-    def measure(config: str, fn, **extra) -> dict:
-        fn()
-        s, (_, ids) = timed(fn, args.repeat)
-        row = {
-            "config": config,
-            "qps": round(nq / s, 1),
-            "recall": round(recall_at_k(ids, gt, k), 4),
-            **extra,
-        }
-        log(row)
         return row
 
-    hnsw, hnsw_build = _hnsw_full(faiss, xb_unit, args, cache)
-    del xb_unit
-    hnsw_mem = round(_bytes(faiss, hnsw) / n, 1)
+    def measure(self, config: str, fn, **extra) -> dict:
+        fn()
+        s, (_, ids) = timed(fn, self.repeat)
+        recall = round(recall_at_k(ids, self.gt, self.k), 4)
+        return self.log({"config": config, "qps": round(self.nq / s, 1), "recall": recall, **extra})
+
+
+def _reference(faiss, xb_unit: np.ndarray, xq_unit: np.ndarray, runs: _Runs) -> np.ndarray:
+    """faiss IndexFlatIP on unit vectors at full size (exact cosine): the ids recall is read on."""
+    n, d = xb_unit.shape
+    flat = faiss.IndexFlatIP(d)
+    flat.add(xb_unit)
+    flat_s, (_, gt) = timed(lambda: flat.search(xq_unit, runs.k), runs.repeat)
+    runs.log({"config": "faiss IndexFlatIP full", "qps": round(runs.nq / flat_s, 1),
+              "recall": 1.0, "bytes_per_vector": round(_bytes(faiss, flat) / n, 1),
+              "build_s": 0.0})  # fmt: skip
+    flat.reset()
+    return gt
+
+
+def _hnsw_sweep(faiss, xb_unit, xq_unit, args, cache, runs: _Runs) -> tuple[object, list[dict]]:
+    """faiss HNSW at full size, built once, at every efSearch of ``--hnsw-ef``."""
+    hnsw, build = _hnsw_full(faiss, xb_unit, args, cache)
+    mem = round(_bytes(faiss, hnsw) / len(xb_unit), 1)
     sweep = []
     for ef in map(int, args.hnsw_ef.split(",")):
         hnsw.hnsw.efSearch = ef
-        sweep.append(
-            measure(
-                f"faiss HNSWFlat full M{args.hnsw_m} efSearch {ef}",
-                lambda: hnsw.search(xq_unit, k),
-                ef=ef,
-                bytes_per_vector=hnsw_mem,
-                build_s=hnsw_build and round(hnsw_build, 1),
-            )
-        )
-    index = MatryoshkaIndex(d, "cosine").add(xb)
-    index.search(xq[:2], k)
+        sweep.append(runs.measure(f"faiss HNSWFlat full M{args.hnsw_m} efSearch {ef}",
+                                  lambda: hnsw.search(xq_unit, runs.k), ef=ef,
+                                  bytes_per_vector=mem,
+                                  build_s=build and round(build, 1)))  # fmt: skip
+    return hnsw, sweep
+
+
+def _exact(faiss, index: MatryoshkaIndex, xq, xt, args, runs: _Runs, targets) -> list[dict]:
+    """Our exact search: full size, the hand-picked funnels, the tuner's pick for each target."""
+    d, k = index.d, runs.k
+    mem = {"ann": False, "bytes_per_vector": round(_ours_bytes(faiss, index) / len(index), 1)}
     ours = []
     if not args.skip_ours_full:
-        ours.append(
-            measure(
-                "ours exact full",
-                lambda: index.search(xq, k),
-                funnel=[[d, k]],
-                ann=False,
-                bytes_per_vector=round(_ours_bytes(faiss, index) / n, 1),
-            )
-        )
-    full = str(d)
+        ours.append(runs.measure("ours exact full", lambda: index.search(xq, k),
+                                 funnel=[[d, k]], **mem))  # fmt: skip
     for f in filter(None, args.funnels.split(";")):
-        funnel = parse_funnel(f.replace("FULL", full))
-        ours.append(
-            measure(
-                f"ours exact funnel {funnel}",
-                lambda f=funnel: index.search(xq, funnel=f),
-                funnel=funnel,
-                ann=False,
-                hand_picked=True,
-                bytes_per_vector=round(_ours_bytes(faiss, index) / n, 1),
-            )
-        )
-    for target in targets:  # the tuner without an approximate stage
+        funnel = parse_funnel(f.replace("FULL", str(d)))
+        ours.append(runs.measure(f"ours exact funnel {funnel}",
+                                 lambda f=funnel: index.search(xq, funnel=f),
+                                 funnel=funnel, hand_picked=True, **mem))  # fmt: skip
+    for target in targets:
         t = index.tune(xt, target, k, ann=False, repeat=2)
-        ours.append(
-            measure(
-                f"ours tuned exact {t['funnel']} for {target}",
-                lambda t=t: index.search(xq, funnel=t["funnel"]),
-                funnel=t["funnel"],
-                ann=False,
-                tuned_for=target,
-                tune_recall=t["recall"],
-                bytes_per_vector=round(_ours_bytes(faiss, index) / n, 1),
-            )
-        )
-    ours += _approximate(faiss, index, args, xq, xt, measure, cache, targets)
-    summary = _summary(targets, sweep, ours)
+        ours.append(runs.measure(f"ours tuned exact {t['funnel']} for {target}",
+                                 lambda t=t: index.search(xq, funnel=t["funnel"]),
+                                 funnel=t["funnel"], tuned_for=target, tune_recall=t["recall"],
+                                 **mem))  # fmt: skip
+    return ours
+
+
+def _best_latency(faiss, xb, xq, summary, hnsw, index, args, cache) -> dict:
+    """Single-query latency of the baselines and of the best funnel over every target."""
     best = next((s for s in summary.values() if s.get("best")), None)
-    latency = {}
-    if best is not None:
-        b = best["best"]
-        b["hnsw_ef"] = best.get("hnsw_ef") or 64
-        spec = b.get("structure")
-        if b["ann"]:  # leave the structure the best funnel used in place for the latency runs
-            _structure(faiss, index, spec, cache)
-        sizes = [int(s) for s in args.latency_sizes.split(",") if s and int(s) <= n]
-        latency = _latency(faiss, xb, xq, sizes, b, spec, (hnsw, index), args)
-    print(
-        json.dumps(
-            {
-                "data": data,
-                "n": n,
-                "d": d,
-                "nq": nq,
-                "k": k,
-                "threads": args.threads,
-                "machine": platform.processor() or platform.machine(),
-                "targets": summary,
-                "latency_p50_ms": latency,
-                "rows": rows,
-            }
-        )
-    )
+    if best is None:
+        return {}
+    b = best["best"]
+    b["hnsw_ef"] = best.get("hnsw_ef") or 64
+    spec = b.get("structure")
+    if b["ann"]:  # leave the structure the best funnel used in place for the latency runs
+        _structure(faiss, index, spec, cache)
+    sizes = [int(s) for s in args.latency_sizes.split(",") if s and int(s) <= len(xb)]
+    return _latency(faiss, xb, xq, sizes, b, spec, (hnsw, index), args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _args(argv)
+    faiss, cache = setup(args.threads, args.cache)
+    xb, xq, xt, data = _data(args)
+    n, d = xb.shape
+    targets = [float(t) for t in args.targets.split(",")]
+    runs = _Runs(len(xq), args.k, args.repeat)
+    xb_unit, xq_unit = truncate(xb, d), truncate(xq, d)
+    runs.gt = _reference(faiss, xb_unit, xq_unit, runs)
+    hnsw, sweep = _hnsw_sweep(faiss, xb_unit, xq_unit, args, cache, runs)
+    del xb_unit
+    index = MatryoshkaIndex(d, "cosine").add(xb)
+    index.search(xq[:2], args.k)
+    ours = _exact(faiss, index, xq, xt, args, runs, targets)
+    ours += _approximate(faiss, index, args, xq, xt, runs.measure, cache, targets)
+    summary = _summary(targets, sweep, ours)
+    latency = _best_latency(faiss, xb, xq, summary, hnsw, index, args, cache)
+    machine = platform.processor() or platform.machine()
+    print(json.dumps({"data": data, "n": n, "d": d, "nq": len(xq), "k": args.k,
+                      "threads": args.threads, "machine": machine, "targets": summary,
+                      "latency_p50_ms": latency, "rows": runs.rows}))  # fmt: skip
 
 
 def _approximate(faiss, index, args, xq, xt, measure, cache, targets) -> list[dict]:

@@ -30,14 +30,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search import synthetic  # noqa: E402
+from search import setup, synthetic  # noqa: E402
 
 from matryoshka.dims import truncate  # noqa: E402
 from matryoshka.index import MatryoshkaIndex, recall_at_k  # noqa: E402
-from matryoshka.index.ann import HNSWStage, import_faiss  # noqa: E402
+from matryoshka.index.ann import HNSWStage  # noqa: E402
 
 # substrings of a cProfile function label -> stage; the first match wins
 _STAGES = [
@@ -111,12 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         help="';'-separated: 'hnsw<dim>:<ef_search>:stages' or 'exact:stages'",
     )
     args = p.parse_args(argv)
-    faiss = import_faiss()
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
-    cache = Path(args.cache) if args.cache else None
-    if cache:
-        cache.mkdir(parents=True, exist_ok=True)
+    faiss, cache = setup(args.threads, args.cache)
     x = synthetic(args.n + args.nq, args.d, 1000, 0.5, 0)
     xb, xq = x[: args.n], x[args.n :]
     d, k, nq = args.d, args.k, len(xq)
