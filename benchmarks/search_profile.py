@@ -11,8 +11,8 @@ stages of a search:
 - ``bookkeeping``: everything else (validation, query preparation, allocation, id mapping).
 
 cProfile adds a little to every Python call, so ``total`` is a bit above the plain wall time
-printed beside it (``wall_ms_per_1000``, measured without the profiler). Prints one JSON line per
-configuration.
+printed beside it (``wall_ms_per_1000``, measured without the profiler). Prints one JSON line with
+every configuration's row (each row also goes to stderr as it is measured).
 
     python benchmarks/search_profile.py --n 200000 --cache /tmp/search-profile
 
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     index = MatryoshkaIndex(d, "cosine").add(xb)
     _, gt = index.search(xq, k)
 
+    rows: list[dict] = []
+
     def emit(config: str, fn, ids_of=lambda r: r[1]) -> None:
         fn()  # warm
         seconds, res = wall(fn, args.repeat)
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         row["wall_ms_per_1000"] = round(seconds * 1e6 / nq, 1)
         row[f"recall@{k}"] = round(recall_at_k(ids_of(res), gt, k), 4)
         row["ms_per_1000_queries"] = profile(fn, nq)
-        print(json.dumps({**row, **common}), flush=True)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)  # progress
 
     xq_unit = np.ascontiguousarray(truncate(xq, d))
     full = _hnsw(faiss, truncate(xb, d), cache and cache / f"hnsw{d}-{args.n}.faiss", 64, 32)
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         funnel = [tuple(int(v.replace("FULL", str(d))) for v in s.split(":"))
                   for s in rest.split(",")]  # fmt: skip
         emit(f"ours {head} {funnel}", lambda f=funnel, a=ann: index.search(xq, funnel=f, ann=a))
+    print(json.dumps({**common, "rows": rows}))
 
 
 if __name__ == "__main__":
