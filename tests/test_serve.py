@@ -512,9 +512,11 @@ def test_config_defaults_bind_loopback():
 
 
 def test_encoder_hands_freed_memory_back_when_idle(model):
+    if model.encoder._trim is None:
+        pytest.skip("malloc_trim is glibc's; this C library has none")
     before = model.encoder.trims
     model.encoder.encode(["a short text to encode"])
     deadline = time.monotonic() + 10
     while model.encoder.trims == before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert model.encoder.trims > before or model.encoder._trim is None  # None: not glibc
+    assert model.encoder.trims > before
