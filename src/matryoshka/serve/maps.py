@@ -42,8 +42,16 @@ from typing import Any
 import numpy as np
 
 from matryoshka._optional import require
+from matryoshka.dims import truncate
 from matryoshka.serve.indexes import Payload, Snapshot
-from matryoshka.viz.maps import embedding_maps, procrustes_align, project_2d, resolve_method
+from matryoshka.viz.maps import (
+    embedding_maps,
+    procrustes_align,
+    project_2d,
+    resolve_method,
+    sample_rows,
+    unit_rms,
+)
 
 __all__ = ["LABEL_FIELDS", "MapCache", "MapData"]
 
@@ -72,14 +80,6 @@ def _labels_from_payload(records: list[dict[str, Any] | None]) -> tuple[str, lis
     return None
 
 
-def _unit_rms(Y: np.ndarray) -> np.ndarray:
-    """Centred, RMS radius 1 (as the full size's map): a size whose map fits the full one
-    poorly is not drawn shrunk. (n, 2) -> (n, 2) float32."""
-    Y = np.asarray(Y, np.float64) - np.asarray(Y, np.float64).mean(0)
-    rms = float(np.sqrt((Y**2).sum(1).mean()))
-    return (Y / rms if rms > 0 else Y).astype(np.float32)
-
-
 def _kmeans(Xn: np.ndarray, seed: int) -> np.ndarray:
     """k-means cluster of each unit row (n,), clusters numbered by size, largest first."""
     from sklearn.cluster import KMeans
@@ -101,8 +101,7 @@ class MapData:
     ) -> None:
         index = snap.index
         n = len(index)
-        rng = np.random.default_rng(seed)
-        rows = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
+        rows = sample_rows(n, sample, seed)
         self.generation, self.method, self.seed = snap.generation, method, seed
         self.rows, self.count, self.d = rows.astype(np.int64), n, index.d
         ids = index.ids[self.rows]
@@ -137,8 +136,7 @@ class MapData:
             return f"payload field {key!r}", [at[v] for v in values], classes
         if len(self.X) == 0:
             return "none", [], []
-        norms = np.linalg.norm(self.X, axis=1, keepdims=True)
-        clusters = _kmeans(self.X / np.maximum(norms, 1e-12), self.seed)
+        clusters = _kmeans(truncate(self.X, self.d), self.seed)
         classes = [f"cluster {c + 1}" for c in range(int(clusters.max()) + 1)]
         return f"k-means (k={len(classes)}) at size {self.d}", clusters.tolist(), classes
 
@@ -212,7 +210,9 @@ class MapCache:
                 t0 = time.perf_counter()
                 full = data.maps[data.d]
                 Y = project_2d(data.X[:, :m], self.method, init=full, seed=self.seed)
-                data.maps[m] = _unit_rms(procrustes_align(Y, full))
+                # drawn at the full map's RMS radius: a size whose map fits the full one
+                # poorly is not drawn shrunk
+                data.maps[m] = unit_rms(procrustes_align(Y, full))
                 data.seconds[m] = time.perf_counter() - t0
                 if len(data.maps) > _KEEP + 1:  # drop the oldest size but the full one
                     del data.maps[next(k for k in data.maps if k != data.d)]

@@ -38,6 +38,7 @@ __all__ = [
     "project_2d",
     "resolve_method",
     "sample_rows",
+    "unit_rms",
 ]
 
 MAP_METHODS = ("auto", "pca", "tsne", "umap")
@@ -117,7 +118,7 @@ def procrustes_align(Y: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (s * A @ R + mu_t).astype(np.float32)
 
 
-def _unit_rms(Y: np.ndarray) -> np.ndarray:
+def unit_rms(Y: np.ndarray) -> np.ndarray:
     """Centred and scaled to root-mean-square radius 1. (n, 2) -> (n, 2) float32."""
     Y = np.asarray(Y, np.float64)
     Y = Y - Y.mean(0)
@@ -161,7 +162,7 @@ def _tsne_2d(
 def _umap_2d(Xn: np.ndarray, init: np.ndarray | None, seed: int) -> np.ndarray:
     """umap-learn on unit rows, started from ``init`` (n, 2) or its spectral layout."""
     umap = require(_PACKAGES["umap"][0], _PACKAGES["umap"][1], extra="maps")
-    start: Any = "spectral" if init is None else np.asarray(_unit_rms(init) * 5, np.float64)
+    start: Any = "spectral" if init is None else np.asarray(unit_rms(init) * 5, np.float64)
     reducer = umap.UMAP(
         n_components=2, n_neighbors=min(15, len(Xn) - 1), metric="euclidean", init=start,
         random_state=seed, n_jobs=1,
@@ -244,7 +245,7 @@ def embedding_maps(
         t0 = time.perf_counter()
         Y = project_2d(Xs[:, :m], method, init=above, seed=seed)
         if above is None:
-            Y = _unit_rms(Y)
+            Y = unit_rms(Y)
         elif align != "none":
             Y = procrustes_align(Y, above if align == "chain" else maps[sizes[-1]])
         maps[m] = Y
