@@ -10,7 +10,7 @@ for a memory budget (``matryoshka.viz.plan_table`` renders the plan). faiss
 
 from matryoshka.index.core import MatryoshkaIndex
 from matryoshka.index.exact import METRICS, exact_search
-from matryoshka.index.funnel import check_funnel, format_funnel, parse_funnel
+from matryoshka.index.funnel import FunnelError, check_funnel, format_funnel, parse_funnel
 from matryoshka.index.metrics import recall_at_k
 from matryoshka.index.planner import parse_bytes, plan_storage
 from matryoshka.index.storage import PRECISIONS, bytes_per_vector
@@ -25,6 +25,7 @@ __all__ = [
     "PRECISIONS",
     "MatryoshkaIndex",
     "bytes_per_vector",
+    "FunnelError",
     "check_funnel",
     "exact_search",
     "format_funnel",

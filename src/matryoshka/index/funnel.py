@@ -15,7 +15,7 @@ import numpy as np
 
 from matryoshka.dims import validate_dim
 
-__all__ = ["check_funnel", "format_funnel", "parse_funnel", "search_stages", "MAX_K"]
+__all__ = ["FunnelError", "check_funnel", "format_funnel", "parse_funnel", "search_stages", "MAX_K"]
 
 MAX_K = 1 << 24  # results per query: D and I of one query at this k take 200 MB
 
@@ -60,6 +60,15 @@ def format_funnel(stages: Sequence[Sequence[int]]) -> str:
     return ",".join(f"{int(m)}:{int(k)}" for m, k in stages)
 
 
+class FunnelError(ValueError):
+    """A funnel that does not fit; ``stage`` is the position of the stage at fault (None: the
+    funnel as a whole), so that a caller can name it (the server says ``funnel[1]``)."""
+
+    def __init__(self, message: str, stage: int | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
 def check_funnel(funnel: Sequence[Sequence[int]], d: int) -> list[tuple[int, int]]:
     """Validate a funnel ``[(m1, k1), (m2, k2), ...]`` and return it as a list of int pairs.
 
@@ -68,27 +77,34 @@ def check_funnel(funnel: Sequence[Sequence[int]], d: int) -> list[tuple[int, int
     the last stage reranks quantised codes from a float copy (``rerank="float16"``).
     """
     if isinstance(funnel, (str, bytes)) or not isinstance(funnel, Sequence) or len(funnel) == 0:
-        raise ValueError(f"funnel must be a non-empty list of (dim, k) stages, got {funnel!r}")
+        raise FunnelError(f"funnel must be a non-empty list of (dim, k) stages, got {funnel!r}")
     stages = []
-    for st in funnel:
+    for i, st in enumerate(funnel):
         if isinstance(st, (str, bytes)) or not isinstance(st, Sequence) or len(st) != 2:
-            raise ValueError(f"each funnel stage must be a (dim, k) pair, got {st!r} in {funnel!r}")
+            raise FunnelError(
+                f"each funnel stage must be a (dim, k) pair, got {st!r} in {funnel!r}", i
+            )
         m, k = st
         for v, what in ((m, "dim"), (k, "k")):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"funnel stage {what} must be an integer, got {v!r} in {funnel!r}")
+                raise FunnelError(
+                    f"funnel stage {what} must be an integer, got {v!r} in {funnel!r}", i
+                )
         if not 1 <= m <= d:
-            raise ValueError(f"funnel sizes must be between 1 and d={d}, got {m} in {funnel!r}")
+            raise FunnelError(f"funnel sizes must be between 1 and d={d}, got {m} in {funnel!r}", i)
         if k < 1:
-            raise ValueError(f"funnel shortlist lengths must be positive, got {k} in {funnel!r}")
+            raise FunnelError(
+                f"funnel shortlist lengths must be positive, got {k} in {funnel!r}", i
+            )
         stages.append((int(m), int(k)))
-    for (m1, k1), (m2, k2) in zip(stages, stages[1:], strict=False):
+    for i, ((m1, k1), (m2, k2)) in enumerate(zip(stages, stages[1:]), start=1):
         if m2 < m1:
-            raise ValueError(f"funnel sizes must not decrease, got {m2} after {m1}")
+            raise FunnelError(f"funnel sizes must not decrease, got {m2} after {m1}", i)
         if k2 > k1:
-            raise ValueError(
+            raise FunnelError(
                 f"funnel shortlists cannot grow: stage ({m2}, {k2}) keeps more than the "
-                f"{k1} candidates the stage before handed it"
+                f"{k1} candidates the stage before handed it",
+                i,
             )
     return stages
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from matryoshka.index import FunnelError, check_funnel
 from matryoshka.serve.limits import Limits, RequestError
 
 __all__ = [
@@ -185,18 +186,11 @@ def _funnel(v: Any, d: int, limits: Limits) -> list[tuple[int, int]]:
                                field)  # fmt: skip
         m = _check_int(st[0], field, 1, d, " (the index's size d)", f"{field} dim")
         k = _check_int(st[1], field, 1, limits.max_shortlist, " (max_shortlist)", f"{field} k")
-        if stages and m < stages[-1][0]:
-            raise RequestError(
-                f"funnel sizes must not decrease: {field} searches at {m} after {stages[-1][0]}",
-                field,
-            )
-        if stages and k > stages[-1][1]:
-            raise RequestError(
-                f"{field} keeps {k} candidates but the stage before hands it only "
-                f"{stages[-1][1]}; shortlists must not grow",
-                field,
-            )
         stages.append((m, k))
+    try:  # the index's own rules: sizes never decrease, shortlists never grow
+        stages = check_funnel(stages, d)
+    except FunnelError as e:
+        raise RequestError(str(e), "funnel" if e.stage is None else f"funnel[{e.stage}]") from e
     if stages[-1][1] > limits.max_k:
         raise RequestError(
             f"the funnel's last stage returns {stages[-1][1]} results; the limit is {limits.max_k}",
