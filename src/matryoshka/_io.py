@@ -372,7 +372,10 @@ def atomic_dir(
         Another process kept writing ``path`` for ``lock_timeout`` seconds.
     """
     path = Path(path)
-    check_destination(path, kind, overwrite)  # before the lock: a clear error costs no wait
+    try:  # before the lock: a clear error costs no wait
+        check_destination(path, kind, overwrite)
+    except FileNotFoundError:  # another writer is swapping its version in; checked again below
+        pass
     with writer_lock(path, lock_timeout):
         recover_dir(path)
         check_destination(path, kind, overwrite)  # again: another writer may have won
