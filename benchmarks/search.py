@@ -108,7 +108,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--targets", default="0.95,0.97,0.99", help="recall@k targets")
     p.add_argument("--hnsw-m", type=int, default=32, help="faiss HNSW full size: M")
-    p.add_argument("--hnsw-efc", type=int, default=64, help="faiss HNSW efConstruction")
+    p.add_argument(
+        "--hnsw-efc",
+        default="64",
+        help="faiss HNSW full size: efConstruction, or several comma-separated (each built and "
+        "swept; the first is the baseline the speed-ups are read against)",
+    )
     p.add_argument(
         "--hnsw-ef",
         default="16,24,32,48,64,96,128,192,256,384,512",
@@ -157,14 +162,15 @@ def _data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return xb, xq[: args.nq], xq[args.nq : nq], data
 
 
-def _hnsw_full(faiss, xb_unit: np.ndarray, args, cache: Path | None):
+def _hnsw_full(faiss, xb_unit: np.ndarray, args, cache: Path | None, efc: int = 64):
     """faiss IndexHNSWFlat at full size on unit rows; its build seconds (None if cached)."""
     n, d = xb_unit.shape
-    path = cache / f"hnsw-full-{n}x{d}-M{args.hnsw_m}.faiss" if cache else None
+    tag = "" if efc == 64 else f"-efc{efc}"
+    path = cache / f"hnsw-full-{n}x{d}-M{args.hnsw_m}{tag}.faiss" if cache else None
     if path is not None and path.exists():
         return faiss.read_index(str(path)), None
     h = faiss.IndexHNSWFlat(d, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    h.hnsw.efConstruction = args.hnsw_efc
+    h.hnsw.efConstruction = efc
     t0 = time.perf_counter()
     h.add(xb_unit)
     build = time.perf_counter() - t0
@@ -178,11 +184,17 @@ def _bytes(faiss, index) -> int:
 
 
 def _structure(faiss, index: MatryoshkaIndex, spec: str, cache: Path | None):
-    """Build (or read from the cache) an approximate first stage 'kind:dim:M|nlist'."""
-    kind, dim, p = spec.split(":")
+    """Build (or read from the cache) an approximate first stage 'kind:dim:M|nlist', for HNSW
+    optionally followed by ':efConstruction' (default 64) and ':bits' (32, 16 or 8)."""
+    kind, dim, p, *more = spec.split(":")
     dim, p = int(dim), int(p)
-    params = {"M": p, "ef_construction": 64} if kind == "hnsw" else {"nlist": p}
-    path = cache / f"{kind}{dim}-{len(index)}-{p}.faiss" if cache else None
+    if kind == "hnsw":
+        efc, bits = (list(map(int, more)) + [64, 32][len(more) :])[:2]
+        params = {"M": p, "ef_construction": efc, "bits": bits}
+        tag = ("" if efc == 64 else f"-efc{efc}") + ("" if bits == 32 else f"-b{bits}")
+    else:
+        params, tag = {"nlist": p}, ""
+    path = cache / f"{kind}{dim}-{len(index)}-{p}{tag}.faiss" if cache else None
     t0 = time.perf_counter()
     if path is not None and path.exists():
         stage = make_ann(kind, dim, index.d, **params)
@@ -243,7 +255,7 @@ def _latency(faiss, xb, xq, sizes, best, ann_spec, shared, args) -> dict[str, di
         if size == len(xb):
             hnsw, index = shared
         else:
-            hnsw, _ = _hnsw_full(faiss, unit, args, None)
+            hnsw, _ = _hnsw_full(faiss, unit, args, None, int(args.hnsw_efc.split(",")[0]))
             index = MatryoshkaIndex(d, "cosine").add(sub)
         hnsw.hnsw.efSearch = best.get("hnsw_ef", 64)
         row[f"faiss HNSW full (efSearch {hnsw.hnsw.efSearch})"] = _p50(
@@ -308,17 +320,22 @@ def _reference(faiss, xb_unit: np.ndarray, xq_unit: np.ndarray, runs: _Runs) -> 
 
 
 def _hnsw_sweep(faiss, xb_unit, xq_unit, args, cache, runs: _Runs) -> tuple[object, list[dict]]:
-    """faiss HNSW at full size, built once, at every efSearch of ``--hnsw-ef``."""
-    hnsw, build = _hnsw_full(faiss, xb_unit, args, cache)
-    mem = round(_bytes(faiss, hnsw) / len(xb_unit), 1)
-    sweep = []
-    for ef in map(int, args.hnsw_ef.split(",")):
-        hnsw.hnsw.efSearch = ef
-        sweep.append(runs.measure(f"faiss HNSWFlat full M{args.hnsw_m} efSearch {ef}",
-                                  lambda: hnsw.search(xq_unit, runs.k), ef=ef,
-                                  bytes_per_vector=mem,
-                                  build_s=build and round(build, 1)))  # fmt: skip
-    return hnsw, sweep
+    """faiss HNSW at full size, built once per ``--hnsw-efc``, at every efSearch of
+    ``--hnsw-ef``; returns the first build (kept for the latency runs) and every row."""
+    sweep, first = [], None
+    for efc in map(int, args.hnsw_efc.split(",")):
+        hnsw, build = _hnsw_full(faiss, xb_unit, args, cache, efc)
+        mem = round(_bytes(faiss, hnsw) / len(xb_unit), 1)
+        for ef in map(int, args.hnsw_ef.split(",")):
+            hnsw.hnsw.efSearch = ef
+            sweep.append(runs.measure(
+                f"faiss HNSWFlat full M{args.hnsw_m} efC {efc} efSearch {ef}",
+                lambda h=hnsw: h.search(xq_unit, runs.k), ef=ef, efc=efc,
+                bytes_per_vector=mem, build_s=build and round(build, 1)))  # fmt: skip
+            build = None
+        if first is None:
+            first = hnsw
+    return first, sweep
 
 
 def _exact(faiss, index: MatryoshkaIndex, xq, xt, args, runs: _Runs, targets) -> list[dict]:
@@ -391,7 +408,7 @@ def _approximate(faiss, index, args, xq, xt, measure, cache, targets) -> list[di
             "ann": True,
             "bytes_per_vector": round(_ours_bytes(faiss, index) / n, 1),
         }
-        kind, dim, _ = spec.split(":")
+        kind, dim, *_ = spec.split(":")
         for a in filter(None, args.approx.split(";")):
             head, *rest = a.split(",")
             akind, adim, knob, k1 = head.split(":")
@@ -429,8 +446,11 @@ def _approximate(faiss, index, args, xq, xt, measure, cache, targets) -> list[di
 def _summary(targets, sweep, ours) -> dict[str, dict]:
     """Per target: faiss HNSW's smallest efSearch reaching it, the fastest of ours reaching it."""
     out = {}
+    efcs = list(dict.fromkeys(r["efc"] for r in sweep))
     for target in targets:
-        h = next((r for r in sweep if r["recall"] >= target), None)
+        by_efc = {e: next((r for r in sweep if r["efc"] == e and r["recall"] >= target), None)
+                  for e in efcs}  # fmt: skip
+        h = by_efc[efcs[0]]
         meet = [r for r in ours if r["recall"] >= target]
         best = max(meet, key=lambda r: r["qps"], default=None)
         hand = max((r for r in meet if r.get("hand_picked")), key=lambda r: r["qps"], default=None)
@@ -448,6 +468,11 @@ def _summary(targets, sweep, ours) -> dict[str, dict]:
         if h and best:
             row["speedup_vs_hnsw"] = round(best["qps"] / h["qps"], 2)
             row["memory_vs_hnsw"] = round(best["bytes_per_vector"] / h["bytes_per_vector"], 2)
+        row["hnsw_by_efc"] = {
+            str(e): r and {"ef": r["ef"], "qps": r["qps"], "recall": r["recall"],
+                           "speedup": best and round(best["qps"] / r["qps"], 2)}
+            for e, r in by_efc.items()
+        }  # fmt: skip
         out[str(target)] = row
     return out
 

@@ -36,6 +36,8 @@ def data():
 
 CASES = [
     ("hnsw", {"M": 16, "ef_search": 64}, 0.95),
+    ("hnsw", {"M": 16, "ef_search": 64, "bits": 8}, 0.93),  # 8-bit codes in the graph
+    ("hnsw", {"M": 16, "ef_search": 64, "bits": 16}, 0.95),
     ("ivf", {"nlist": 32, "nprobe": 12}, 0.95),
     ("ivfpq", {"nlist": 32, "nprobe": 8, "pq_m": 8, "nbits": 6}, 0.9),
     ("adanns", {"cluster_dim": 8, "nlist": 32, "nprobe": 8}, 0.9),  # cluster small, scan large
@@ -111,11 +113,30 @@ def test_ann_errors(data):
         index.build_ann("ivf", 16, nlist="abc")
     with pytest.raises(ValueError, match="ivf has no setting 'pq_m'"):
         index.build_ann("ivf", 16, pq_m=4)
+    with pytest.raises(ValueError, match=r"hnsw setting bits must be one of \(32, 16, 8\), got 4"):
+        index.build_ann("hnsw", 16, bits=4)
     index.build_ann("hnsw", 16)
     with pytest.raises(ValueError, match="searches at size 16, but the funnel's first stage is"):
         index.search(xb[:2], funnel=[(32, 10), (64, 2)], ann=True)
     with pytest.raises(ValueError, match="add vectors before build_ann"):
         MatryoshkaIndex(8).build_ann("hnsw", 8)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_quantised_graph_holding_every_row_equals_exact(data, bits):
+    # a shortlist of every row reranked at full size is the exact search, whatever the codes
+    xb, xq = data
+    index = MatryoshkaIndex(64, "cosine").add(xb[:300])
+    index.build_ann("hnsw", 16, M=16, ef_search=300, bits=bits)
+    De, Ie = index.search(xq, 10)
+    D, I = index.search(xq, funnel=[(16, 300), (64, 10)], ann=True)
+    np.testing.assert_array_equal(I, Ie)
+    np.testing.assert_allclose(D, De, rtol=1e-6, atol=1e-6)
+    index.add(xb[300:400])  # rows added after the build join the graph
+    _, Ie = index.search(xq, 10)
+    _, I = index.search(xq, funnel=[(16, 400), (64, 10)], ann=True)
+    assert index.ann_.faiss_index.ntotal == 400
+    np.testing.assert_array_equal(I, Ie)
 
 
 def test_missing_faiss_names_the_extra(monkeypatch, data):
@@ -138,6 +159,7 @@ def test_import_matryoshka_does_not_load_faiss():
     "kind, params",
     [
         ("hnsw", {"M": 8}),
+        ("hnsw", {"M": 8, "bits": 8}),
         ("ivfpq", {"nlist": 16, "nprobe": 4, "pq_m": 4, "nbits": 5}),
         ("adanns", {"cluster_dim": 8, "nlist": 16, "nprobe": 4}),
     ],

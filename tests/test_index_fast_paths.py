@@ -1,9 +1,10 @@
 """The fast paths of a search, each checked against exact search in float64 numpy.
 
-A small batch of queries scores the stored float32 panels in place (no copy of the rows); a rerank
-of float32 panels scores each candidate where it is stored through faiss (no gathered copy). Both
-must rank exactly as the copying paths do, for every metric, at sizes that cut a panel, with
-padding, zero vectors and one query at a time.
+One to four queries are scored by numpy products over the stored float32 panels in one pass; a
+small batch of queries scores the panels in place (no copy of the rows); a rerank of float32
+panels scores each candidate where it is stored through faiss (no gathered copy). Each must rank
+exactly as the copying paths do, for every metric, at sizes that cut a panel, with padding, zero
+vectors, ties and one query at a time.
 """
 
 from __future__ import annotations
@@ -57,6 +58,33 @@ def test_small_batches_score_panels_in_place_exactly(data, metric, m):
     many = np.repeat(xq, 4, axis=0)  # 48 queries: the copying path, same answers
     D, _ = index.search(many, 7, dim=m, block_size=700)
     np.testing.assert_allclose(D, np.repeat(Dr, 4, axis=0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("m", [8, 50, 100])
+def test_a_few_queries_match_the_batch_path(data, metric, m):
+    xb, xq = data
+    xb = np.concatenate([xb, xb[:300]])  # rows 2500.. repeat rows 0..: tied scores
+    index = MatryoshkaIndex(100, metric).add(xb)
+    Dr, Ir = reference(xq, xb, 9, metric, m)
+    Db, Ib = index.search(np.repeat(xq, 3, axis=0), 9, dim=m)  # 36 queries: the batch path
+    for nq in (1, 2, 4):  # the numpy path, one query at a time too
+        for s in range(0, len(xq), nq):
+            D, I = index.search(xq[s : s + nq], 9, dim=m)
+            np.testing.assert_allclose(D, Dr[s : s + nq], rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(D, Db[3 * s : 3 * s + 3 * nq : 3], rtol=1e-5, atol=1e-5)
+            for row, ref in zip(I, Ir[s : s + nq], strict=True):
+                assert set(row % 2500) == set(ref % 2500)  # same rows, up to the repeats
+                for a, b in zip(row, row[1:]):  # a tie keeps the lower position first
+                    if a % 2500 == b % 2500:
+                        assert a < b
+    if metric != "l2":  # a zero query: every score ties at 0, any three rows will do
+        D, I = index.search(xq[:1] * 0, 3, dim=m)
+        np.testing.assert_array_equal(D, [[0, 0, 0]])
+        assert len(set(I[0])) == 3 and I.min() >= 0
+    D, I = MatryoshkaIndex(100, metric).add(xb[:5]).search(xq[:2], 8, dim=m)  # k > N: padding
+    assert (I[:, 5:] == -1).all() and (I[:, :5] >= 0).all()
+    assert np.isinf(D[:, 5:]).all()
 
 
 @pytest.mark.parametrize("metric", METRICS)

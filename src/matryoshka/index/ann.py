@@ -41,7 +41,7 @@ __all__ = [
 
 ANN_KINDS = ("hnsw", "ivf", "ivfpq", "adanns")
 _PARAMS = {  # the settings of each kind (every one a positive integer)
-    "hnsw": ("M", "ef_construction", "ef_search"),
+    "hnsw": ("M", "ef_construction", "ef_search", "bits"),
     "ivf": ("nlist", "nprobe"),
     "ivfpq": ("nlist", "nprobe", "pq_m", "nbits"),
     "adanns": ("cluster_dim", "nlist", "nprobe"),
@@ -52,6 +52,7 @@ _PARAMS = {  # the settings of each kind (every one a positive integer)
 RowsFn = Callable[[int, int, int], np.ndarray]
 
 _CHUNK = 65536  # rows read and added to faiss at a time
+_SQ_SAMPLE = 262144  # rows an 8-bit or 16-bit HNSW graph sets its per-dimension ranges from
 
 
 def import_faiss() -> Any:
@@ -77,6 +78,18 @@ def _to_scores(q: np.ndarray, D: np.ndarray, Ipos: np.ndarray, metric: str):
     P = torch.from_numpy(np.ascontiguousarray(Ipos, dtype=np.int64))
     S[P < 0] = float("-inf")
     return S, P
+
+
+def _gather(rows: RowsFn, positions: np.ndarray, m: int) -> np.ndarray:
+    """Rows at sorted ``positions`` at size ``m``, read chunk by chunk: (len(positions), m)."""
+    out = np.empty((len(positions), m), dtype=np.float32)
+    n = int(positions[-1]) + 1 if len(positions) else 0
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        lo, hi = np.searchsorted(positions, [s, e])
+        if hi > lo:
+            out[lo:hi] = rows(s, e, m)[positions[lo:hi] - s]
+    return out
 
 
 def _train_sample(n: int, nlist: int, per_list: int = 64) -> np.ndarray:
@@ -150,25 +163,54 @@ class HNSWStage(_Stage):
         Beam width while building.
     ef_search : int, default 128
         Beam width while searching (faiss uses at least the shortlist length).
+    bits : {32, 16, 8}, default 32
+        How the graph keeps its copy of the prefix: float32 (``IndexHNSWFlat``), float16 or
+        8-bit scalar quantisation per dimension (``IndexHNSWSQ``, ranges from a sample of the
+        rows). Shorter codes make each step of the walk cheaper (a 128-dimension prefix is 128
+        bytes at 8 bits against 512 at 32) and cost the shortlist a little precision, which the
+        funnel's exact rerank does not inherit. Rows added later outside the sampled ranges are
+        clipped to them.
     """
 
     kind = "hnsw"
+    _BITS = (32, 16, 8)
 
-    def __init__(self, dim: int, M: int = 32, ef_construction: int = 64, ef_search: int = 128):
+    def __init__(
+        self,
+        dim: int,
+        M: int = 32,
+        ef_construction: int = 64,
+        ef_search: int = 128,
+        bits: int = 32,
+    ):
+        if bits not in self._BITS:
+            raise ValueError(f"hnsw setting bits must be one of {self._BITS}, got {bits!r}")
         self.search_dim = dim
         self.M = M
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+        self.bits = int(bits)
 
     def params(self) -> dict[str, Any]:
-        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+        return {
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "bits": self.bits,
+        }
 
     def build(self, rows: RowsFn, n: int, metric: str) -> HNSWStage:
         """Build the graph over the ``n`` stored rows read through ``rows``; returns self."""
         faiss = import_faiss()
-        self.faiss_index = faiss.IndexHNSWFlat(
-            self.search_dim, self.M, _faiss_metric(faiss, metric)
-        )
+        m, fmetric = self.search_dim, _faiss_metric(faiss, metric)
+        if self.bits == 32:
+            self.faiss_index = faiss.IndexHNSWFlat(m, self.M, fmetric)
+        else:
+            sq = faiss.ScalarQuantizer
+            qtype = sq.QT_8bit if self.bits == 8 else sq.QT_fp16
+            self.faiss_index = faiss.IndexHNSWSQ(m, qtype, self.M, fmetric)
+            sample = np.linspace(0, n - 1, min(n, _SQ_SAMPLE)).astype(np.int64)
+            self.faiss_index.train(_gather(rows, sample, m))
         self.faiss_index.hnsw.efConstruction = self.ef_construction
         self._add_rows(rows, 0, n)
         return self
@@ -226,7 +268,7 @@ class IVFStage(_Stage):
             ivf = faiss.IndexIVFPQ(quantizer, m, nlist, self.pq_m, self.nbits, fmetric)
         ivf.own_fields = True
         quantizer.this.disown()  # the IVF index owns and frees its quantizer
-        x = rows(0, n, m)[_train_sample(n, nlist, 256 if self.pq_m else 64)]  # (ntrain, m)
+        x = _gather(rows, _train_sample(n, nlist, 256 if self.pq_m else 64), m)  # (ntrain, m)
         ivf.train(x)
         self.faiss_index = ivf
         self._add_rows(rows, 0, n)
@@ -284,7 +326,7 @@ class AdannsIVFStage(_Stage):
         nlist = _check_nlist(self.nlist, n)
         sample = _train_sample(n, nlist)
         km = faiss.Kmeans(dc, nlist, niter=20, seed=1234, spherical=metric == "cosine")
-        km.train(rows(0, n, dc)[sample])
+        km.train(_gather(rows, sample, dc))
         self.centroids = faiss.IndexFlatL2(dc) if metric == "l2" else faiss.IndexFlatIP(dc)
         self.centroids.add(km.centroids)
         # the IVF structure at size ds needs centroids of that size: the lists' means at ds

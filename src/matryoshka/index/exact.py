@@ -44,11 +44,10 @@ def check_matrix(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         x = x.astype(np.float32)
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise ValueError(
             f"{name} holds NaN or infinite values (first in row {bad}); clean it first"
         )
@@ -284,6 +283,10 @@ def finish(
     I : ndarray of shape (nq, k), int64
     """
     nq, kk = S.shape
+    if kk == k and metric != "l2":  # nothing to pad (the common case): the arrays as they are
+        D, Io = S.numpy(), I.numpy()
+        if np.isfinite(D).all():
+            return D, Io
     D = np.full((nq, k), -np.inf, dtype=np.float32)
     Io = np.full((nq, k), -1, dtype=np.int64)
     D[:, :kk] = S.numpy()
@@ -309,7 +312,7 @@ def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, 
     q = np.array(xq[:, :m], dtype=np.float32, order="C")  # a copy: scaled in place below
     sq = np.einsum("ij,ij->i", q, q)  # (nq,) of the prefix before it is renormalised
     if metric == "cosine":
-        q /= np.maximum(np.sqrt(sq), 1e-12)[:, None]
+        q /= np.sqrt(np.maximum(sq, 1e-24))[:, None]
     elif metric == "l2":
         q *= 2
     return torch.from_numpy(q), torch.from_numpy(sq)

@@ -126,6 +126,46 @@ def _panel_sources(
 _IN_PLACE_QUERIES = 32
 
 
+# at most this many queries are scored by numpy's matrix-vector products over the stored panels
+# in one pass: for one query torch's product took twice as long (and a blocked pass with a
+# threshold estimate is bookkeeping a single query does not repay)
+_NUMPY_QUERIES = 4
+
+
+def _few_queries(
+    store: Storage, norm: np.ndarray | None, metric: str, q: np.ndarray, m: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact stage for a few prepared queries q (nq, m) over float32 panels, in numpy.
+
+    Scores every row in one (nq, N) array, panel by panel, then keeps the best ``k`` with
+    ``argpartition``; ties are broken by position. Returns scores and positions (nq, k')."""
+    n, nq = len(store), q.shape[0]
+    S = np.empty((nq, n), dtype=np.float32)
+    for i, (lo, hi) in enumerate(store.bounds):
+        if lo >= m:
+            break
+        w = min(hi, m) - lo
+        part = store.panels[i][:, :w]  # (N, w): a view, read where it is stored
+        if lo == 0:
+            np.matmul(q[:, :w], part.T, out=S)
+        else:
+            S += q[:, lo : lo + w] @ part.T
+    if norm is not None:
+        if metric == "cosine":
+            S *= norm
+        else:
+            S -= norm  # l2: 2 q.b - |b|^2 with the doubled queries
+    kk = min(k, n)
+    top = np.empty((nq, kk), dtype=np.float32)
+    pos = np.empty((nq, kk), dtype=np.int64)
+    for j, s in enumerate(S):  # a few rows: plain 1-d indexing is the cheapest
+        p = np.argpartition(s, n - kk)[n - kk :] if kk < n else np.arange(n)  # unordered
+        v = s[p]
+        order = np.lexsort((p, -v))  # best first, then the lower position
+        top[j], pos[j] = v[order], p[order]
+    return torch.from_numpy(top), torch.from_numpy(pos)
+
+
 def exact_stage(
     store: Storage,
     norm: np.ndarray | None,
@@ -140,6 +180,8 @@ def exact_stage(
     Returns scores (nq, k') float32 and row positions (nq, k') int64, ``k' = min(k, N)``.
     """
     q, _ = prepare_queries(xq, m, metric)
+    if store.precision == "float32" and len(q) <= _NUMPY_QUERIES:
+        return _few_queries(store, norm, metric, q.numpy(), m, k)
     in_place = store.precision == "float32" and len(q) <= _IN_PLACE_QUERIES
     if metric == "l2" and not in_place:
         q = torch.cat([q, torch.ones(len(q), 1)], dim=1)  # (nq, m + 1), see store_sources

@@ -34,11 +34,15 @@ MatryoshkaIndex = Any  # matryoshka.index.core.MatryoshkaIndex (which imports th
 __all__ = ["tune_funnel"]
 
 _KNOBS = {"hnsw": "ef_search", "ivf": "nprobe", "ivfpq": "nprobe", "adanns": "nprobe"}
+_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256)  # HNSW ef_search values tried by default
+_NPROBE = (4, 8, 12, 16, 24, 32, 48, 64)  # IVF and AdANNS nprobe values tried by default
 
 
 def _grid(k: int, n: int) -> list[int]:
-    """Shortlist lengths to try, ascending: k, 1.5 k, 2 k, 3 k, ... up to 100 k (at most n)."""
-    steps = (1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100)
+    """Shortlist lengths to try, ascending: k, 1.5 k, 2 k, 2.5 k, ... up to 100 k (at most n),
+    about 12% apart from 4 k up so that the chosen one overshoots the target little."""
+    steps = (1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.6, 6.4, 7.2, 8, 9, 10, 11, 12.5, 14, 16, 18,
+             20, 22.5, 25, 28, 32, 36, 40, 45, 50, 56, 64, 72, 80, 90, 100)  # fmt: skip
     return sorted({min(n, max(k, round(k * s))) for s in steps})
 
 
@@ -134,7 +138,8 @@ def tune_funnel(
         Try funnels from the approximate first stage (default: when one is built).
     knob_values : list of int, optional
         Settings of the approximate stage's search knob to try (HNSW ``ef_search``: the
-        shortlist or more; IVF ``nprobe``); default a small grid.
+        shortlist or more; IVF ``nprobe``); default 16 to 256 for ``ef_search``, 4 to 64
+        for ``nprobe``.
     margin : float, optional
         Recall the sample must show above the target (default one standard error).
     repeat : int, default 2
@@ -184,9 +189,9 @@ def _tune_ann(trial, index, k, grid, need, knob_values) -> list[dict[str, Any]]:
     """Timed candidates from the approximate first stage, for each value of its search knob."""
     if index.ann_ is None:
         raise ValueError("ann=True but no approximate first stage: call build_ann first")
-    stage, out = index.ann_, []
+    stage, out, seen = index.ann_, [], set()
     knob = _KNOBS[stage.kind]
-    values = knob_values or ([16, 32, 64, 128, 256] if knob == "ef_search" else [4, 8, 16, 32, 64])
+    values = knob_values or (_EF if knob == "ef_search" else _NPROBE)
     shapes = _shapes(index.d, k, [stage.search_dim])
     before = getattr(stage, knob)
     try:
@@ -194,8 +199,16 @@ def _tune_ann(trial, index, k, grid, need, knob_values) -> list[dict[str, Any]]:
             setattr(stage, knob, v)
             for shape in shapes:
                 k1 = _smallest_k1(trial, shape, grid, True, need)
-                if k1 is not None:
-                    out.append(_timed(trial, shape(k1), True, v, trial.recall(shape(k1), True)))
+                if k1 is None:
+                    continue
+                # faiss's HNSW walks with max(ef_search, shortlist): name the value that ran
+                ran = max(v, k1) if knob == "ef_search" else v
+                if (str(shape(k1)), ran) in seen:
+                    continue
+                seen.add((str(shape(k1)), ran))
+                setattr(stage, knob, ran)
+                out.append(_timed(trial, shape(k1), True, ran, trial.recall(shape(k1), True)))
+                setattr(stage, knob, v)
     finally:
         setattr(stage, knob, before)
     return out
