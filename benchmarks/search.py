@@ -427,7 +427,7 @@ def _approximate(faiss, index, args, xq, xt, measure, cache, targets) -> list[di
                 )
             )
         for target in targets:
-            t = index.tune(xt, target, k, ann=True, repeat=2)
+            t = index.tune(xt, target, k, ann=True, repeat=2, exact_first=False)
             if t["ann"]:
                 _set_knob(stage, t["ann_params"])
             row = measure(

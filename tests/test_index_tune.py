@@ -45,14 +45,22 @@ def test_tune_with_an_approximate_first_stage(data):
     try:
         xb, sample, held = data
         index = MatryoshkaIndex(128).add(xb)
-        index.build_ann("hnsw", 32, M=16, ef_construction=40)
+        index.build_ann("hnsw", 32, M=16, ef_construction=40, bits=8)
         result = index.tune(sample, 0.95, ann=True, knob_values=[16, 64], repeat=1)
         assert any(r["ann"] for r in result["tried"])
         _, gt = index.search(held, 10)
         _, ids = index.search(held, funnel=result["funnel"], ann=result["ann"])
         assert recall_at_k(ids, gt) >= 0.95
-        if result["ann"]:
-            assert index.ann_.ef_search == result["ann_params"]  # left at the chosen setting
+        # left at the chosen setting (the one it had, 128, when an exact funnel won)
+        assert index.ann_.ef_search == (result["ann_params"] if result["ann"] else 128)
+        only = index.tune(sample, 0.95, ann=True, knob_values=[16, 64], exact_first=False)
+        firsts = {(r["ann"], r["funnel"][0][0]) for r in only["tried"]}
+        assert firsts <= {(True, 32), (False, 128)}  # the graph's size, or the full size
+        assert (True, 32) in firsts
+        for r in only["tried"]:
+            if r["ann"]:  # faiss walks with max(ef_search, shortlist): the value that ran
+                assert r["ann_params"] >= r["funnel"][0][1]
+                assert r["ann_params"] in (16, 64) or r["ann_params"] == r["funnel"][0][1]
     finally:
         faiss.omp_set_num_threads(before)
 

@@ -431,8 +431,9 @@ class MatryoshkaIndex:
         size, and (with :meth:`build_ann` done, or ``ann=True``) funnels from the approximate
         first stage at a few settings of its search knob, each measured against exact
         full-size results on ``xq_sample``. See :func:`matryoshka.index.tune.tune_funnel` for
-        ``options`` (``knob_values``, ``margin``, ``repeat``) and the returned dict: ``funnel``,
-        ``ann``, ``ann_params``, ``recall``, ``qps`` and every timed candidate in ``tried``.
+        ``options`` (``knob_values``, ``margin``, ``repeat``, ``exact_first``) and the returned
+        dict: ``funnel``, ``ann``, ``ann_params``, ``recall``, ``qps`` and every timed candidate
+        in ``tried``.
         Search with ``index.search(xq, funnel=result["funnel"], ann=result["ann"])``.
         """
         from matryoshka.index.tune import tune_funnel

@@ -122,6 +122,7 @@ def tune_funnel(
     knob_values: list[int] | None = None,
     margin: float | None = None,
     repeat: int = 2,
+    exact_first: bool = True,
 ) -> dict[str, Any]:
     """The fastest funnel meeting ``target_recall`` on the sample queries ``xq`` (nq, d).
 
@@ -144,6 +145,8 @@ def tune_funnel(
         Recall the sample must show above the target (default one standard error).
     repeat : int, default 2
         Timed runs per candidate (the best counts).
+    exact_first : bool, default True
+        Also try funnels whose first stage is exact (the full-size search is always tried).
 
     Returns
     -------
@@ -164,7 +167,7 @@ def tune_funnel(
     trial = _Trial(index, xq, k, repeat)
     d, grid = index.d, _grid(k, len(index))
     tried = [_timed(trial, [(d, k)], False, None, 1.0)]
-    for shape in _shapes(d, k, _sizes(d)):
+    for shape in _shapes(d, k, _sizes(d) if exact_first else []):
         k1 = _smallest_k1(trial, shape, grid, False, need)
         if k1 is not None:
             tried.append(_timed(trial, shape(k1), False, None, trial.recall(shape(k1), False)))
