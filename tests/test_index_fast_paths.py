@@ -116,6 +116,12 @@ def test_fused_rerank_equals_the_gathered_rerank(data, metric, m):
     np.testing.assert_allclose(S1.numpy(), S2.numpy(), rtol=1e-5, atol=1e-5)
     assert (P1[:, 50:] == -1).all() and torch.isinf(S1[:, 50:]).all()
     assert not torch.isnan(S1).any()
+    # one query at a time, and four: numpy's take-and-multiply path
+    for rows in [slice(i, i + 1) for i in range(4)] + [slice(0, 4), slice(4, 8), slice(8, 12)]:
+        S3, P3 = rerank(store, norm, metric, xq[rows], pos[rows], m, 55)
+        assert len(S3) == rows.stop - rows.start
+        np.testing.assert_allclose(S3.numpy(), S2[rows].numpy(), rtol=1e-5, atol=1e-5)
+        assert (P3[:, 50:] == -1).all() and not torch.isnan(S3).any()
 
 
 @pytest.mark.parametrize("metric", METRICS)

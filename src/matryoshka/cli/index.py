@@ -373,8 +373,9 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
         "--ann-param",
         action="append",
         metavar="KEY=VALUE",
-        help="approximate stage setting, repeatable: M=32, ef_search=128, nlist=1024, "
-        "nprobe=16, pq_m=8, cluster_dim=64",
+        help="approximate stage setting, repeatable: M=32, ef_construction=64, ef_search=128, "
+        "bits=8 (HNSW's copy of the prefix in 8 bits; 16 or 32), nlist=1024, nprobe=16, "
+        "pq_m=8, cluster_dim=64",
     )
     p.add_argument("--out", help="output file: .jsonl (default stdout) or .npz")
     p.add_argument("--batch", type=int, default=4096, help="queries per batch (default 4096)")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from matryoshka._optional import require
-from matryoshka.dims import truncate, validate_dim
+from matryoshka.dims import validate_dim
 
 __all__ = [
     "import_faiss",
@@ -66,18 +66,20 @@ def _faiss_metric(faiss: Any, metric: str) -> int:
 
 def _queries(xq: np.ndarray, m: int, metric: str) -> np.ndarray:
     """Queries at size ``m`` as contiguous float32 (nq, m), unit-normalised for cosine."""
-    q = truncate(np.asarray(xq, dtype=np.float32), m, normalize=metric == "cosine")
-    return np.ascontiguousarray(q)  # faiss reads C-contiguous rows
+    q = np.array(xq[:, :m], dtype=np.float32, order="C")  # faiss reads C-contiguous rows
+    if metric == "cosine":  # renormalised prefixes (a zero prefix stays zero)
+        q /= np.sqrt(np.maximum(np.einsum("ij,ij->i", q, q), 1e-24))[:, None]
+    return q
 
 
 def _to_scores(q: np.ndarray, D: np.ndarray, Ipos: np.ndarray, metric: str):
     """faiss (D, I) to the funnel's convention: larger is better; l2 as ``|q|^2 - dist``."""
-    S = torch.from_numpy(np.ascontiguousarray(D, dtype=np.float32))
+    S = np.ascontiguousarray(D, dtype=np.float32)
     if metric == "l2":
-        S = torch.from_numpy(np.einsum("ij,ij->i", q, q))[:, None] - S
-    P = torch.from_numpy(np.ascontiguousarray(Ipos, dtype=np.int64))
-    S[P < 0] = float("-inf")
-    return S, P
+        S = np.einsum("ij,ij->i", q, q)[:, None] - S
+    P = np.ascontiguousarray(Ipos, dtype=np.int64)
+    S[P < 0] = -np.inf
+    return torch.from_numpy(S), torch.from_numpy(P)
 
 
 def _gather(rows: RowsFn, positions: np.ndarray, m: int) -> np.ndarray:

@@ -241,6 +241,31 @@ def _fused_rerank(
     return S
 
 
+def _few_rerank(
+    store: Storage, norm: np.ndarray | None, metric: str, q: np.ndarray, pos: np.ndarray, m: int
+) -> np.ndarray:
+    """:func:`_fused_rerank` for a few queries, in numpy: each panel's candidate rows taken
+    and multiplied in one call (a faiss call opens a parallel region, which costs more than
+    scoring a few dozen rows when another thread pool is spinning). Returns (nq, kp)."""
+    nq, kp = pos.shape
+    safe = np.maximum(pos, 0)
+    S = np.zeros((nq, kp), dtype=np.float32)
+    for i, (lo, hi) in enumerate(store.bounds):
+        if lo >= m:
+            break
+        w = min(hi, m) - lo
+        rows = store.panels[i][safe, :w]  # (nq, kp, w)
+        S += np.matmul(rows, q[:, lo : lo + w, None])[:, :, 0]
+    if norm is not None:
+        nrm = norm[safe]
+        if metric == "cosine":
+            S *= nrm
+        else:
+            S -= nrm
+    S[pos < 0] = -np.inf
+    return S
+
+
 def rerank(
     store: Storage,
     norm: np.ndarray | None,
@@ -262,6 +287,11 @@ def rerank(
     nq, kp = pos.shape
     kk = min(k, kp)
     fused = store.precision == "float32" and all(p.flags.c_contiguous for p in store.panels)
+    if store.precision == "float32" and nq <= _NUMPY_QUERIES and nq and kp:
+        p = pos.numpy()
+        s = torch.from_numpy(_few_rerank(store, norm, metric, q.numpy(), p, m))
+        top, sel = s.topk(kk, dim=1)
+        return top, pos.gather(1, sel)
     if fused and nq and kp and _faiss_or_none() is not None:
         p = np.ascontiguousarray(pos.numpy(), dtype=np.int64)
         s = torch.from_numpy(_fused_rerank(store, norm, metric, q.numpy(), p, m))
