@@ -15,8 +15,8 @@ measured recall and queries per second. The shapes tried:
 For each shape the shortlist ``k1`` is found by bisection over a grid (recall grows with
 ``k1``); only the smallest ``k1`` that meets the target is timed. Recall on a sample is an
 estimate: a shape must meet ``target_recall + margin`` on the sample, the margin defaulting to
-one standard error of recall@k over the sample (``sqrt(r (1 - r) / (nq k))``), so that the
-choice holds on other queries too.
+one standard error of that shape's mean per-query recall over the sample (at least the binomial
+``sqrt(r (1 - r) / (nq k))``), so that the choice holds on other queries too.
 """
 
 from __future__ import annotations
@@ -55,19 +55,45 @@ def _sizes(d: int) -> list[int]:
 
 
 class _Trial:
-    """Runs funnels on the sample, measures recall against exact results and times them."""
+    """Runs funnels on the sample, measures recall against exact results and times them.
 
-    def __init__(self, index: MatryoshkaIndex, xq: np.ndarray, k: int, repeat: int) -> None:
+    A funnel meets the target when its recall on the sample is at least ``target + margin``;
+    with no margin given, the margin is the standard error of the mean per-query recall of that
+    funnel (at least the binomial one, ``sqrt(t (1 - t) / (nq k))``): an approximate stage
+    misses in bursts (a query lands in a poor region of the graph and loses most of its top k),
+    which the binomial error alone understates.
+    """
+
+    def __init__(self, index: MatryoshkaIndex, xq: np.ndarray, k: int, repeat: int,
+                 target: float, margin: float | None) -> None:  # fmt: skip
         self.index, self.xq, self.k, self.repeat = index, xq, k, repeat
+        self.target, self.margin = target, margin
+        self.floor = math.sqrt(target * (1 - target) / (len(xq) * k))
         _, self.gt = index.search(xq, k)  # exact full size: the reference
-        self.recalls: dict[tuple, float] = {}
+        self.stats: dict[tuple, tuple[float, float]] = {}
+
+    def _stats(self, funnel: list[tuple[int, int]], ann: bool) -> tuple[float, float]:
+        """Recall@k on the sample and the standard error of its per-query mean."""
+        key = (tuple(funnel), ann, self._knob())
+        if key not in self.stats:
+            _, ids = self.index.search(self.xq, funnel=funnel, ann=ann)
+            per = np.array([len(set(a[: self.k]) & set(b[: self.k]) - {-1}) / self.k
+                            for a, b in zip(ids, self.gt)])  # fmt: skip
+            se = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else 0.0
+            self.stats[key] = (recall_at_k(ids, self.gt, self.k), se)
+        return self.stats[key]
 
     def recall(self, funnel: list[tuple[int, int]], ann: bool) -> float:
-        key = (tuple(funnel), ann, self._knob())
-        if key not in self.recalls:
-            _, ids = self.index.search(self.xq, funnel=funnel, ann=ann)
-            self.recalls[key] = recall_at_k(ids, self.gt, self.k)
-        return self.recalls[key]
+        return self._stats(funnel, ann)[0]
+
+    def margin_of(self, funnel: list[tuple[int, int]], ann: bool) -> float:
+        if self.margin is not None:
+            return self.margin
+        return max(self.floor, self._stats(funnel, ann)[1])
+
+    def meets(self, funnel: list[tuple[int, int]], ann: bool) -> bool:
+        need = min(1.0, self.target + self.margin_of(funnel, ann))
+        return self.recall(funnel, ann) >= need
 
     def qps(self, funnel: list[tuple[int, int]], ann: bool) -> float:
         self.index.search(self.xq[: min(8, len(self.xq))], funnel=funnel, ann=ann)  # warm
@@ -83,14 +109,15 @@ class _Trial:
         return None if ann is None else getattr(ann, _KNOBS[ann.kind])
 
 
-def _smallest_k1(trial: _Trial, shape, grid: list[int], ann: bool, need: float):
-    """The smallest grid value k1 for which ``shape(k1)`` meets ``need``, by bisection; or None."""
+def _smallest_k1(trial: _Trial, shape, grid: list[int], ann: bool):
+    """The smallest grid value k1 for which ``shape(k1)`` meets the target, by bisection; or
+    None."""
     lo, hi = 0, len(grid) - 1
-    if trial.recall(shape(grid[hi]), ann) < need:
+    if not trial.meets(shape(grid[hi]), ann):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if trial.recall(shape(grid[mid]), ann) >= need:
+        if trial.meets(shape(grid[mid]), ann):
             hi = mid
         else:
             lo = mid + 1
@@ -142,7 +169,8 @@ def tune_funnel(
         shortlist or more; IVF ``nprobe``); default 16 to 256 for ``ef_search``, 4 to 64
         for ``nprobe``.
     margin : float, optional
-        Recall the sample must show above the target (default one standard error).
+        Recall the sample must show above the target (default: one standard error of each
+        candidate's mean per-query recall).
     repeat : int, default 2
         Timed runs per candidate (the best counts).
     exact_first : bool, default True
@@ -152,8 +180,9 @@ def tune_funnel(
     -------
     dict
         ``funnel`` (list of [m, k]), ``ann`` (bool), ``ann_params`` (the knob's value or None),
-        ``recall``, ``qps``, ``target_recall``, ``margin``, ``k``, ``queries`` and ``tried``:
-        every timed candidate as ``{funnel, ann, ann_params, recall, qps}``, fastest first.
+        ``recall``, ``margin`` (the one it met), ``qps``, ``target_recall``, ``k``,
+        ``queries`` and ``tried``: every timed candidate as ``{funnel, ann, ann_params, recall,
+        margin, qps}``, fastest first.
         The index's approximate stage is left at the chosen knob value.
     """
     if not 0 < target_recall <= 1:
@@ -161,19 +190,16 @@ def tune_funnel(
     xq = np.asarray(xq, dtype=np.float32)
     if xq.ndim != 2 or len(xq) == 0:
         raise ValueError(f"xq must be a non-empty (nq, d) sample of queries, got {xq.shape}")
-    if margin is None:
-        margin = math.sqrt(target_recall * (1 - target_recall) / (len(xq) * k))
-    need = min(1.0, target_recall + margin)
-    trial = _Trial(index, xq, k, repeat)
+    trial = _Trial(index, xq, k, repeat, target_recall, margin)
     d, grid = index.d, _grid(k, len(index))
-    tried = [_timed(trial, [(d, k)], False, None, 1.0)]
+    tried = [_timed(trial, [(d, k)], False, None)]
     for shape in _shapes(d, k, _sizes(d) if exact_first else []):
-        k1 = _smallest_k1(trial, shape, grid, False, need)
+        k1 = _smallest_k1(trial, shape, grid, False)
         if k1 is not None:
-            tried.append(_timed(trial, shape(k1), False, None, trial.recall(shape(k1), False)))
+            tried.append(_timed(trial, shape(k1), False, None))
     use_ann = index.ann_ is not None if ann is None else ann
     if use_ann:
-        tried += _tune_ann(trial, index, k, grid, need, knob_values)
+        tried += _tune_ann(trial, index, k, grid, knob_values)
     seen, unique = set(), []
     for row in tried:  # a three-stage shape may come back as a two-stage one
         key = (str(row["funnel"]), row["ann"], row["ann_params"])
@@ -184,11 +210,11 @@ def tune_funnel(
     best = tried[0]
     if best["ann"]:
         setattr(index.ann_, _KNOBS[index.ann_.kind], best["ann_params"])
-    return {**best, "target_recall": target_recall, "margin": round(margin, 4), "k": k,
-            "queries": len(xq), "tried": tried}  # fmt: skip
+    return {**best, "target_recall": target_recall, "k": k, "queries": len(xq),
+            "tried": tried}  # fmt: skip
 
 
-def _tune_ann(trial, index, k, grid, need, knob_values) -> list[dict[str, Any]]:
+def _tune_ann(trial, index, k, grid, knob_values) -> list[dict[str, Any]]:
     """Timed candidates from the approximate first stage, for each value of its search knob."""
     if index.ann_ is None:
         raise ValueError("ann=True but no approximate first stage: call build_ann first")
@@ -201,7 +227,7 @@ def _tune_ann(trial, index, k, grid, need, knob_values) -> list[dict[str, Any]]:
         for v in values:
             setattr(stage, knob, v)
             for shape in shapes:
-                k1 = _smallest_k1(trial, shape, grid, True, need)
+                k1 = _smallest_k1(trial, shape, grid, True)
                 if k1 is None:
                     continue
                 # faiss's HNSW walks with max(ef_search, shortlist): name the value that ran
@@ -210,18 +236,19 @@ def _tune_ann(trial, index, k, grid, need, knob_values) -> list[dict[str, Any]]:
                     continue
                 seen.add((str(shape(k1)), ran))
                 setattr(stage, knob, ran)
-                out.append(_timed(trial, shape(k1), True, ran, trial.recall(shape(k1), True)))
+                out.append(_timed(trial, shape(k1), True, ran))
                 setattr(stage, knob, v)
     finally:
         setattr(stage, knob, before)
     return out
 
 
-def _timed(trial: _Trial, funnel, ann: bool, knob: int | None, recall: float) -> dict[str, Any]:
+def _timed(trial: _Trial, funnel, ann: bool, knob: int | None) -> dict[str, Any]:
     return {
         "funnel": [list(s) for s in funnel],
         "ann": ann,
         "ann_params": knob,
-        "recall": round(recall, 4),
+        "recall": round(trial.recall(funnel, ann), 4),
+        "margin": round(trial.margin_of(funnel, ann), 4),
         "qps": round(trial.qps(funnel, ann), 1),
     }
