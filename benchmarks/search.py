@@ -356,7 +356,7 @@ def _exact(faiss, index: MatryoshkaIndex, xq, xt, args, runs: _Runs, targets) ->
         ours.append(runs.measure(f"ours tuned exact {t['funnel']} for {target}",
                                  lambda t=t: index.search(xq, funnel=t["funnel"]),
                                  funnel=t["funnel"], tuned_for=target, tune_recall=t["recall"],
-                                 **mem))  # fmt: skip
+                                 confirm_recall=t["confirm_recall"], **mem))  # fmt: skip
     return ours
 
 
@@ -437,6 +437,7 @@ def _approximate(faiss, index, args, xq, xt, measure, cache, targets) -> list[di
                 ann_params=t["ann_params"],
                 tuned_for=target,
                 tune_recall=t["recall"],
+                confirm_recall=t["confirm_recall"],
                 **{**extra, "ann": t["ann"]},
             )
             out.append(row)

@@ -52,7 +52,8 @@ def _tune(args: argparse.Namespace) -> int:
     knob = f", {index.ann_.kind} setting {best['ann_params']}" if best["ann"] else ""
     print(
         f"chosen: --funnel {format_funnel(best['funnel'])}{' --ann saved' if best['ann'] else ''}"
-        f"{knob}: recall@{args.k} {best['recall']:.4f}, {best['qps']:,.0f} queries/s"
+        f"{knob}: recall@{args.k} {best['recall']:.4f} ({best['confirm_recall']:.4f} on the "
+        f"confirming half of the queries), {best['qps']:,.0f} queries/s"
     )
     return 0
 
@@ -60,12 +61,13 @@ def _tune(args: argparse.Namespace) -> int:
 def _print(result: dict[str, Any]) -> None:
     from matryoshka.index import format_funnel
 
-    print("| funnel | first stage | recall | queries/s |")
-    print("|---|---|---:|---:|")
+    print("| funnel | first stage | recall | confirmed | queries/s |")
+    print("|---|---|---:|---:|---:|")
     for row in result["tried"]:
         first = f"approximate ({row['ann_params']})" if row["ann"] else "exact"
+        confirmed = f"{row['confirm_recall']:.4f}" if "confirm_recall" in row else "–"
         print(f"| {format_funnel(row['funnel'])} | {first} | {row['recall']:.4f} | "
-              f"{row['qps']:,.0f} |")  # fmt: skip
+              f"{confirmed} | {row['qps']:,.0f} |")  # fmt: skip
 
 
 def add_tune_command(isub: argparse._SubParsersAction) -> None:
