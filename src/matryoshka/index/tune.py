@@ -13,13 +13,16 @@ measured recall and queries per second. The shapes tried:
   IVF and AdANNS ``nprobe``).
 
 For each shape the shortlist ``k1`` is found by bisection over a grid (recall grows with
-``k1``); only the smallest ``k1`` that meets the target is timed. Recall on a sample is an
-estimate: a shape must meet ``target_recall + margin``, the margin defaulting to one standard
-error of that shape's mean per-query recall (at least the binomial ``sqrt(r (1 - r) / (nq k))``).
-The search runs on every other sample query; the candidates, fastest first, are then checked on
-the other half, and the first whose recall there is at least the target is chosen. Without that
-check the fastest of many candidates that pass on one sample is often one that passed by luck:
-on 200k and 1M vectors such picks scored up to 0.01 below their sample recall on other queries.
+``k1``); the smallest ``k1`` that meets the target and the next two grid values are timed.
+Recall on a sample is an estimate: a shape must meet ``target_recall + margin``, the margin
+defaulting to one standard error of that shape's mean per-query recall (at least the binomial
+``sqrt(r (1 - r) / (nq k))``). The search runs on every other sample query; the candidates,
+fastest first, are then checked on the other half, and the first whose recall there is at least
+the target is chosen (the exact full-size search when none is). Without that check the fastest
+of many candidates that pass on one sample is often one that passed by luck: on 200k and 1M
+vectors such picks scored up to 0.01 below their sample recall on other queries. Recall near
+0.99 needs a sample of about 1,000 queries; with a few hundred the halves differ by more than
+the margin and the exact search is often all that passes.
 """
 
 from __future__ import annotations
@@ -112,19 +115,24 @@ class _Trial:
         return None if ann is None else getattr(ann, _KNOBS[ann.kind])
 
 
-def _smallest_k1(trial: _Trial, shape, grid: list[int], ann: bool):
-    """The smallest grid value k1 for which ``shape(k1)`` meets the target, by bisection; or
-    None."""
+_SAFER = 2  # grid steps above the smallest passing shortlist also timed (confirmation may need)
+
+
+def _passing_k1(trial: _Trial, shape, grid: list[int], ann: bool) -> list[int]:
+    """The smallest grid value k1 for which ``shape(k1)`` meets the target (by bisection) and
+    the next ``_SAFER`` values above it: the smallest passes the searching half, perhaps by
+    luck, and a slightly longer shortlist may be the fastest that the confirming half accepts.
+    Empty when none meets it."""
     lo, hi = 0, len(grid) - 1
     if not trial.meets(shape(grid[hi]), ann):
-        return None
+        return []
     while lo < hi:
         mid = (lo + hi) // 2
         if trial.meets(shape(grid[mid]), ann):
             hi = mid
         else:
             lo = mid + 1
-    return grid[lo]
+    return grid[lo : lo + 1 + _SAFER]
 
 
 def _shapes(d: int, k: int, first: list[int]):
@@ -201,8 +209,7 @@ def tune_funnel(
     d, grid = index.d, _grid(k, len(index))
     tried = [_timed(trial, [(d, k)], False, None)]
     for shape in _shapes(d, k, _sizes(d) if exact_first else []):
-        k1 = _smallest_k1(trial, shape, grid, False)
-        if k1 is not None:
+        for k1 in _passing_k1(trial, shape, grid, False):
             tried.append(_timed(trial, shape(k1), False, None))
     use_ann = index.ann_ is not None if ann is None else ann
     if use_ann:
@@ -254,17 +261,15 @@ def _tune_ann(trial, index, k, grid, knob_values) -> list[dict[str, Any]]:
         for v in values:
             setattr(stage, knob, v)
             for shape in shapes:
-                k1 = _smallest_k1(trial, shape, grid, True)
-                if k1 is None:
-                    continue
-                # faiss's HNSW walks with max(ef_search, shortlist): name the value that ran
-                ran = max(v, k1) if knob == "ef_search" else v
-                if (str(shape(k1)), ran) in seen:
-                    continue
-                seen.add((str(shape(k1)), ran))
-                setattr(stage, knob, ran)
-                out.append(_timed(trial, shape(k1), True, ran))
-                setattr(stage, knob, v)
+                for k1 in _passing_k1(trial, shape, grid, True):
+                    # faiss's HNSW walks with max(ef_search, shortlist): name the value that ran
+                    ran = max(v, k1) if knob == "ef_search" else v
+                    if (str(shape(k1)), ran) in seen:
+                        continue
+                    seen.add((str(shape(k1)), ran))
+                    setattr(stage, knob, ran)
+                    out.append(_timed(trial, shape(k1), True, ran))
+                    setattr(stage, knob, v)
     finally:
         setattr(stage, knob, before)
     return out
