@@ -1,8 +1,9 @@
 """Exact funnel stages over stored panels: the first stage over every row, and the rerank.
 
 :func:`exact_stage` scores every stored row at size ``m`` through :func:`stream_topk`, reading the
-panels block by block; :func:`rerank` rescores a shortlist of row positions at a larger size,
-gathering only the candidates' rows. Both return scores with larger better (for l2,
+panels block by block (one to four queries over float32 panels: numpy products over whole panels
+in one pass); :func:`rerank` rescores a shortlist of row positions at a larger size, reading only
+the candidates' rows. Both return scores with larger better (for l2,
 ``2 q.b - |b|^2``; :func:`~matryoshka.index.exact.finish` turns them back into distances) and row
 positions, not ids.
 
