@@ -28,6 +28,7 @@ import torch
 
 from matryoshka._optional import require
 from matryoshka.dims import validate_dim
+from matryoshka.index.exact import prefix_queries
 
 __all__ = [
     "import_faiss",
@@ -66,10 +67,7 @@ def _faiss_metric(faiss: Any, metric: str) -> int:
 
 def _queries(xq: np.ndarray, m: int, metric: str) -> np.ndarray:
     """Queries at size ``m`` as contiguous float32 (nq, m), unit-normalised for cosine."""
-    q = np.array(xq[:, :m], dtype=np.float32, order="C")  # faiss reads C-contiguous rows
-    if metric == "cosine":  # renormalised prefixes (a zero prefix stays zero)
-        q /= np.sqrt(np.maximum(np.einsum("ij,ij->i", q, q), 1e-24))[:, None]
-    return q
+    return prefix_queries(xq, m, metric)[0]  # faiss reads C-contiguous rows
 
 
 def _to_scores(q: np.ndarray, D: np.ndarray, Ipos: np.ndarray, metric: str):

@@ -308,14 +308,21 @@ def prepare_queries(xq: np.ndarray, m: int, metric: str) -> tuple[torch.Tensor, 
     ``q.b - |b|^2`` with the doubled query is ``2 q.b - |b|^2``, which ranks like
     ``-|q - b|^2``. In numpy: a handful of calls, so a single query costs microseconds here.
     """
-    m = validate_dim(m, xq.shape[1], "dim")
-    q = np.array(xq[:, :m], dtype=np.float32, order="C")  # a copy: scaled in place below
-    sq = np.einsum("ij,ij->i", q, q)  # (nq,) of the prefix before it is renormalised
-    if metric == "cosine":
-        q /= np.sqrt(np.maximum(sq, 1e-24))[:, None]
-    elif metric == "l2":
+    q, sq = prefix_queries(xq, m, metric)
+    if metric == "l2":
         q *= 2
     return torch.from_numpy(q), torch.from_numpy(sq)
+
+
+def prefix_queries(xq: np.ndarray, m: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Queries' prefixes of size ``m`` as a C-contiguous float32 copy (nq, m), renormalised for
+    cosine (a zero prefix stays zero), and their squared norms before that (nq,)."""
+    m = validate_dim(m, xq.shape[1], "dim")
+    q = np.array(xq[:, :m], dtype=np.float32, order="C")  # a copy: scaled in place below
+    sq = np.einsum("ij,ij->i", q, q)
+    if metric == "cosine":
+        q /= np.sqrt(np.maximum(sq, 1e-24))[:, None]
+    return q, sq
 
 
 def _array_source(xb: np.ndarray, m: int, metric: str) -> tuple[BlockFn, TakeFn]:

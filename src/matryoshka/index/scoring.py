@@ -127,6 +127,27 @@ def _panel_sources(
 _IN_PLACE_QUERIES = 32
 
 
+def _apply_factors(S: np.ndarray, factor: np.ndarray | None, metric: str) -> None:
+    """In place: scores times the cosine factor ``1 / |x|``, or minus ``|x|^2`` for l2 (with
+    doubled queries, ``2 q.b - |b|^2``); ``factor`` broadcasts against S, None for ip."""
+    if factor is None:
+        return
+    if metric == "cosine":
+        S *= factor
+    else:
+        S -= factor
+
+
+def _finish_candidates(
+    S: np.ndarray, norm: np.ndarray | None, metric: str, pos: np.ndarray
+) -> np.ndarray:
+    """Candidate scores (nq, kp) with each row's factor applied and ``-inf`` where ``pos`` is
+    -1 (set after the factor: ``-inf * 0``, a zero row's cosine factor, would be NaN)."""
+    _apply_factors(S, None if norm is None else norm[np.maximum(pos, 0)], metric)
+    S[pos < 0] = -np.inf
+    return S
+
+
 # at most this many queries are scored by numpy's matrix-vector products over the stored panels
 # in one pass: for one query torch's product took twice as long (and a blocked pass with a
 # threshold estimate is bookkeeping a single query does not repay)
@@ -151,11 +172,7 @@ def _few_queries(
             np.matmul(q[:, :w], part.T, out=S)
         else:
             S += q[:, lo : lo + w] @ part.T
-    if norm is not None:
-        if metric == "cosine":
-            S *= norm
-        else:
-            S -= norm  # l2: 2 q.b - |b|^2 with the doubled queries
+    _apply_factors(S, norm, metric)
     kk = min(k, n)
     top = np.empty((nq, kk), dtype=np.float32)
     pos = np.empty((nq, kk), dtype=np.int64)
@@ -232,14 +249,7 @@ def _fused_rerank(
         )  # fmt: skip
         if lo:
             S += part
-    if norm is not None:
-        nrm = norm[np.maximum(pos, 0)]
-        if metric == "cosine":
-            S *= nrm
-            S[pos < 0] = -np.inf  # -inf * 0 (a zero row's factor) would be NaN
-        else:
-            S -= nrm
-    return S
+    return _finish_candidates(S, norm, metric, pos)
 
 
 def _few_rerank(
@@ -257,14 +267,7 @@ def _few_rerank(
         w = min(hi, m) - lo
         rows = store.panels[i][safe, :w]  # (nq, kp, w)
         S += np.matmul(rows, q[:, lo : lo + w, None])[:, :, 0]
-    if norm is not None:
-        nrm = norm[safe]
-        if metric == "cosine":
-            S *= nrm
-        else:
-            S -= nrm
-    S[pos < 0] = -np.inf
-    return S
+    return _finish_candidates(S, norm, metric, pos)
 
 
 def rerank(
