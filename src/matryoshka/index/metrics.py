@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["recall_at_k"]
+__all__ = ["recall_at_k", "recall_per_query"]
 
 
 def recall_at_k(I: np.ndarray, I_true: np.ndarray, k: int | None = None) -> float:  # noqa: E741
@@ -41,9 +41,23 @@ def recall_at_k(I: np.ndarray, I_true: np.ndarray, k: int | None = None) -> floa
     k = I_true.shape[1] if k is None else int(k)
     if k < 1 or k > I.shape[1] or k > I_true.shape[1]:
         raise ValueError(f"k must be between 1 and {min(I.shape[1], I_true.shape[1])}, got k={k}")
-    found = total = 0
-    for a, b in zip(I[:, :k], I_true[:, :k], strict=True):
+    found, total = _hits(I, I_true, k)
+    return float(found.sum() / total.sum()) if total.sum() else 0.0
+
+
+def recall_per_query(I: np.ndarray, I_true: np.ndarray, k: int) -> np.ndarray:  # noqa: E741
+    """recall@k of each query, shape (nq,): :func:`recall_at_k` query by query (a query with
+    no true ids scores 0)."""
+    found, total = _hits(np.asarray(I), np.asarray(I_true), int(k))
+    return found / np.maximum(total, 1)
+
+
+def _hits(I: np.ndarray, I_true: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: E741
+    """Per query: true ids found in the first ``k`` of ``I``, and true ids (``-1`` ignored)."""
+    found = np.zeros(len(I_true), dtype=np.int64)
+    total = np.zeros(len(I_true), dtype=np.int64)
+    for j, (a, b) in enumerate(zip(I[:, :k], I_true[:, :k], strict=True)):
         b = b[b >= 0]
-        found += len(np.intersect1d(a[a >= 0], b))
-        total += len(b)
-    return found / total if total else 0.0
+        found[j] = len(np.intersect1d(a[a >= 0], b))
+        total[j] = len(b)
+    return found, total

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka.index.metrics import recall_at_k
+from matryoshka.index.metrics import recall_at_k, recall_per_query
 
 MatryoshkaIndex = Any  # matryoshka.index.core.MatryoshkaIndex (which imports this module)
 
@@ -77,14 +77,14 @@ class _Trial:
         self.floor = math.sqrt(target * (1 - target) / (len(xq) * k))
         _, self.gt = index.search(xq, k)  # exact full size: the reference
         self.stats: dict[tuple, tuple[float, float]] = {}
+        self.timed: dict[tuple, dict[str, Any]] = {}  # every candidate timed, by its key
 
     def _stats(self, funnel: list[tuple[int, int]], ann: bool) -> tuple[float, float]:
         """Recall@k on the sample and the standard error of its per-query mean."""
         key = (tuple(funnel), ann, self._knob())
         if key not in self.stats:
             _, ids = self.index.search(self.xq, funnel=funnel, ann=ann)
-            per = np.array([len(set(a[: self.k]) & set(b[: self.k]) - {-1}) / self.k
-                            for a, b in zip(ids, self.gt)])  # fmt: skip
+            per = recall_per_query(ids, self.gt, self.k)
             se = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else 0.0
             self.stats[key] = (recall_at_k(ids, self.gt, self.k), se)
         return self.stats[key]
@@ -207,20 +207,14 @@ def tune_funnel(
     xs, xc = (xq[0::2], xq[1::2]) if len(xq) >= 2 else (xq, xq)
     trial = _Trial(index, xs, k, repeat, target_recall, margin)
     d, grid = index.d, _grid(k, len(index))
-    tried = [_timed(trial, [(d, k)], False, None)]
+    _timed(trial, [(d, k)], False, None)
     for shape in _shapes(d, k, _sizes(d) if exact_first else []):
         for k1 in _passing_k1(trial, shape, grid, False):
-            tried.append(_timed(trial, shape(k1), False, None))
+            _timed(trial, shape(k1), False, None)
     use_ann = index.ann_ is not None if ann is None else ann
     if use_ann:
-        tried += _tune_ann(trial, index, k, grid, knob_values)
-    seen, unique = set(), []
-    for row in tried:  # a three-stage shape may come back as a two-stage one
-        key = (str(row["funnel"]), row["ann"], row["ann_params"])
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    tried = sorted(unique, key=lambda r: -r["qps"])
+        _tune_ann(trial, index, k, grid, knob_values)
+    tried = sorted(trial.timed.values(), key=lambda r: -r["qps"])
     best = _confirmed(index, tried, _Trial(index, xc, k, repeat, target_recall, margin))
     if best["ann"]:
         setattr(index.ann_, _KNOBS[index.ann_.kind], best["ann_params"])
@@ -248,11 +242,11 @@ def _confirmed(index: MatryoshkaIndex, tried: list[dict[str, Any]], check: _Tria
     return next(r for r in tried if not r["ann"] and len(r["funnel"]) == 1)  # exact, full size
 
 
-def _tune_ann(trial, index, k, grid, knob_values) -> list[dict[str, Any]]:
-    """Timed candidates from the approximate first stage, for each value of its search knob."""
+def _tune_ann(trial, index, k, grid, knob_values) -> None:
+    """Time candidates from the approximate first stage, for each value of its search knob."""
     if index.ann_ is None:
         raise ValueError("ann=True but no approximate first stage: call build_ann first")
-    stage, out, seen = index.ann_, [], set()
+    stage = index.ann_
     knob = _KNOBS[stage.kind]
     values = knob_values or (_EF if knob == "ef_search" else _NPROBE)
     shapes = _shapes(index.d, k, [stage.search_dim])
@@ -264,23 +258,23 @@ def _tune_ann(trial, index, k, grid, knob_values) -> list[dict[str, Any]]:
                 for k1 in _passing_k1(trial, shape, grid, True):
                     # faiss's HNSW walks with max(ef_search, shortlist): name the value that ran
                     ran = max(v, k1) if knob == "ef_search" else v
-                    if (str(shape(k1)), ran) in seen:
-                        continue
-                    seen.add((str(shape(k1)), ran))
                     setattr(stage, knob, ran)
-                    out.append(_timed(trial, shape(k1), True, ran))
+                    _timed(trial, shape(k1), True, ran)
                     setattr(stage, knob, v)
     finally:
         setattr(stage, knob, before)
-    return out
 
 
-def _timed(trial: _Trial, funnel, ann: bool, knob: int | None) -> dict[str, Any]:
-    return {
-        "funnel": [list(s) for s in funnel],
-        "ann": ann,
-        "ann_params": knob,
-        "recall": round(trial.recall(funnel, ann), 4),
-        "margin": round(trial.margin_of(funnel, ann), 4),
-        "qps": round(trial.qps(funnel, ann), 1),
-    }
+def _timed(trial: _Trial, funnel, ann: bool, knob: int | None) -> None:
+    """Time a candidate into ``trial.timed`` once (a three-stage shape may come back as a
+    two-stage one, and two knob values may run the same search)."""
+    key = (str([list(s) for s in funnel]), ann, knob)
+    if key not in trial.timed:
+        trial.timed[key] = {
+            "funnel": [list(s) for s in funnel],
+            "ann": ann,
+            "ann_params": knob,
+            "recall": round(trial.recall(funnel, ann), 4),
+            "margin": round(trial.margin_of(funnel, ann), 4),
+            "qps": round(trial.qps(funnel, ann), 1),
+        }
