@@ -30,6 +30,7 @@ from search import setup, synthetic  # noqa: E402
 
 from matryoshka.dims import truncate  # noqa: E402
 from matryoshka.index import recall_at_k  # noqa: E402
+from matryoshka.index.ann import HNSWStage  # noqa: E402
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,31 +49,26 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _build(faiss, spec: str, xb: np.ndarray, cache: Path | None):
-    """The graph named by ``spec`` over ``xb`` (read from the cache when there); build seconds."""
+    """The graph named by ``spec`` over ``xb`` (read from the cache when there); build seconds.
+
+    Built by the index's own :class:`HNSWStage` (the same codes and training sample a
+    ``build_ann("hnsw", m, bits=...)`` uses) over the renormalised prefix of size ``m``."""
     parts = spec.split(":")
     path = cache / f"graph-{len(xb)}-{spec.replace(':', '_')}.faiss" if cache else None
     if path is not None and path.exists():
         return faiss.read_index(str(path)), None
-    ip = faiss.METRIC_INNER_PRODUCT
     if parts[0] == "full":
         m, M, efc, bits = xb.shape[1], 32, int(parts[1]), 32
     else:
         m, M, efc, bits = map(int, parts)
     x = np.ascontiguousarray(truncate(xb, m))
-    if bits == 32:
-        graph = faiss.IndexHNSWFlat(m, M, ip)
-    else:
-        sq = faiss.ScalarQuantizer
-        graph = faiss.IndexHNSWSQ(m, sq.QT_8bit if bits == 8 else sq.QT_fp16, M, ip)
-    graph.hnsw.efConstruction = efc
+    stage = HNSWStage(m, M=M, ef_construction=efc, bits=bits)
     t0 = time.perf_counter()
-    if not graph.is_trained:
-        graph.train(x[np.linspace(0, len(x) - 1, min(len(x), 262144)).astype(np.int64)])
-    graph.add(x)
+    stage.build(lambda start, stop, size: x[start:stop, :size], len(x), "cosine")
     build = time.perf_counter() - t0
     if path is not None:
-        faiss.write_index(graph, str(path))
-    return graph, build
+        faiss.write_index(stage.faiss_index, str(path))
+    return stage.faiss_index, build
 
 
 def _timed(graph, q: np.ndarray, k: int, repeat: int) -> tuple[float, np.ndarray]:
