@@ -270,6 +270,10 @@ class MatryoshkaIndex:
         m = self.d if dim is None else validate_dim(dim, self.d, "dim")
         return self._store.take(self._positions(ids), m)
 
+    def vectors(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` in stored order (ids ``self.ids[start:stop]``), float32 (n, d)."""
+        return self._store.rows(start, stop, self.d)
+
     def _positions(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
         return positions_of(int_ids(ids), self._ids, len(self))
 
@@ -427,14 +431,12 @@ class MatryoshkaIndex:
     ) -> dict[str, Any]:
         """The fastest funnel meeting ``target_recall`` (recall@k) on sample queries (nq, d).
 
-        Tries the exact full-size search, funnels of two and three stages from every first
-        size, and (with :meth:`build_ann` done, or ``ann=True``) funnels from the approximate
-        first stage at a few settings of its search knob, each measured against exact
-        full-size results on ``xq_sample``. See :func:`matryoshka.index.tune.tune_funnel` for
-        ``options`` (``knob_values``, ``margin``, ``repeat``, ``exact_first``) and the returned
-        dict: ``funnel``, ``ann``, ``ann_params``, ``recall``, ``qps`` and every timed candidate
-        in ``tried``.
-        Search with ``index.search(xq, funnel=result["funnel"], ann=result["ann"])``.
+        Tries exact full-size search, funnels of two and three stages from every first size
+        and (with :meth:`build_ann` done, or ``ann=True``) funnels from the approximate first
+        stage at a few settings of its knob, each measured against exact full-size results on
+        ``xq_sample``. :func:`matryoshka.index.tune.tune_funnel` documents ``options`` and the
+        returned dict (``funnel``, ``ann``, ``recall``, ``qps``, ...); search with
+        ``index.search(xq, funnel=result["funnel"], ann=result["ann"])``.
         """
         from matryoshka.index.tune import tune_funnel
 
