@@ -29,6 +29,11 @@ EXTRAS = {
     "starlette": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
+    "qdrant_edge": "qdrant",
+    "qdrant_client": "qdrant",
+    "pymilvus": "milvus",
+    "milvus_lite": "milvus",
+    "psycopg": "pgvector",
 }
 
 

@@ -26,7 +26,14 @@ from matryoshka.index.funnel import search_stages
 from matryoshka.index.ids import MAX_ID, int_ids
 from matryoshka.index.vectors import TRANSFORMS, apply_transform
 
-__all__ = ["EngineError", "EngineIndex", "Layout", "batches_of", "index_batches"]
+__all__ = [
+    "EngineError",
+    "EngineIndex",
+    "Layout",
+    "batches_of",
+    "check_collection",
+    "index_batches",
+]
 
 
 class EngineError(RuntimeError):
@@ -60,6 +67,16 @@ def index_batches(
         yield all_ids[start:stop], index.vectors(start, stop), names
 
 
+def check_collection(name: str) -> str:
+    """A collection (table) name: letters, digits and underscores, starting with a letter."""
+    if not isinstance(name, str) or not name[:1].isalpha() or not name.replace("_", "").isalnum():
+        raise ValueError(
+            f"collection must be letters, digits and underscores, starting with a letter; "
+            f"got {name!r}"
+        )
+    return name
+
+
 class EngineIndex(ABC):
     """A Matryoshka index kept in an existing vector engine, searched with the same funnels.
 
@@ -90,10 +107,7 @@ class EngineIndex(ABC):
         collection: str = "matryoshka",
         transform: str = "none",
     ) -> None:
-        if not isinstance(collection, str) or not collection.replace("_", "").isalnum():
-            raise ValueError(
-                f"collection must be letters, digits and underscores, got {collection!r}"
-            )
+        check_collection(collection)
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         if metric is not None and metric not in METRICS:
