@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from matryoshka.cli._common import add_common, dims_arg, progress_bar
+from matryoshka.cli.engines import add_engine_arguments, add_export_command, search_engine
 from matryoshka.cli.index_tune import add_tune_command
 
 __all__ = ["add_index_commands"]
@@ -176,12 +177,19 @@ def _search(args: argparse.Namespace) -> int:
     """Search an index with queries from a ``.npy``; write ids and scores (JSON lines or npz)."""
     from matryoshka.index import MatryoshkaIndex, parse_funnel
 
-    index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
-    xq, query_names = _queries(args)
-    funnel = parse_funnel(args.funnel, "--funnel") if args.funnel is not None else None
-    k = 10 if args.k is None and funnel is None else args.k
     if args.batch < 1:
         raise ValueError(f"--batch must be positive, got {args.batch}")
+    funnel = parse_funnel(args.funnel, "--funnel") if args.funnel is not None else None
+    k = 10 if args.k is None and funnel is None else args.k
+    if args.engine:  # the funnel in Qdrant, Milvus or PostgreSQL
+        xq, query_names = _queries(args)
+        D, I, names = search_engine(args, xq, k, funnel)  # noqa: E741
+        _write_results(D, I, args.out, names, query_names)
+        return 0
+    if args.index is None:
+        raise ValueError("give INDEX (an index folder), or --engine and --url")
+    index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
+    xq, query_names = _queries(args)
     first = funnel[0][0] if funnel else (args.dim or index.d)
     if args.ann and args.ann != "saved" and args.ann_dim is not None and args.ann_dim != first:
         raise ValueError(
@@ -341,7 +349,7 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
             **kw,
         )
     )
-    p.add_argument("index", help="index folder written by `matryoshka index build`")
+    p.add_argument("index", nargs="?", help="index folder written by `matryoshka index build`")
     p.add_argument(
         "--queries", help="query vectors (nq, d): .npy, .npz, .parquet, .jsonl or an embed folder"
     )
@@ -380,6 +388,7 @@ def _add_search(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     p.add_argument("--out", help="output file: .jsonl (default stdout) or .npz")
     p.add_argument("--batch", type=int, default=4096, help="queries per batch (default 4096)")
     p.add_argument("--no-verify", action="store_true", help="skip the index's checksums")
+    add_engine_arguments(p)
     p.set_defaults(func=_search)
 
 
@@ -427,14 +436,15 @@ def _add_plan(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
 
 
 def add_index_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``index build|search|plan|info`` and the top-level ``search`` and ``plan``."""
+    """Add ``index build|search|plan|tune|export|info`` and the top-level ``search``, ``plan``."""
     p = add_common(
         sub.add_parser(
             "index",
             help="build, search, plan and inspect MatryoshkaIndex folders",
             description="`matryoshka index build EMB.npy --out DIR` stores each vector once; "
             "`index search` searches it at any size or through a funnel; `index plan` picks a size "
-            "and precision for a memory budget; `index info` says what a folder holds.",
+            "and precision for a memory budget; `index export` copies it into Qdrant, Milvus or "
+            "PostgreSQL; `index info` says what a folder holds.",
         ),
         quiet=False,
     )
@@ -443,6 +453,7 @@ def add_index_commands(sub: argparse._SubParsersAction) -> None:
     _add_search(isub, "search", help="search an index at one size or through a funnel")
     _add_plan(isub, "plan", help="choose a size and precision for N vectors in a memory budget")
     add_tune_command(isub)
+    add_export_command(isub)
     info = add_common(
         isub.add_parser(
             "info",

@@ -36,8 +36,12 @@ __all__ = [
 ]
 
 
-class EngineError(RuntimeError):
-    """The engine refused, could not be reached, or holds a collection that does not match."""
+class EngineError(OSError):
+    """The engine refused, could not be reached, or holds a collection that does not match.
+
+    An ``OSError``, like the failed connection it often reports: callers that handle I/O
+    failures handle it too, and the command line prints it as one line.
+    """
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,9 @@ class EngineIndex(ABC):
         if found is None:
             if wanted is None:
                 raise EngineError(
-                    f"{self.kind} has no collection {collection!r} at {self.where}: give d "
-                    "(and metric, sizes) to create it, or check the name and address"
+                    f"{self.kind} has no collection {collection!r} at {self.where}: check the "
+                    "name and address, export an index there first (`matryoshka index "
+                    "export`), or give d (and metric, sizes) to create it"
                 )
             self._create(wanted)
             found = wanted
