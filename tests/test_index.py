@@ -413,3 +413,21 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"matryoshka.index.{module}")
     result = doctest.testmod(mod)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_planner_counts_what_an_engine_stores():
+    from matryoshka.index.engines.qdrant import QdrantIndex
+
+    plan = plan_storage(10_000_000, "20GB", d=512, dims=[64, 256, 512], engine="qdrant",
+                        prefix_sizes=[64])  # fmt: skip
+    by_dim = {r["dim"]: r for r in plan["rows"]}
+    assert {r["precision"] for r in plan["rows"]} == {"float32"}
+    assert by_dim[512]["bytes_per_vector"] == QdrantIndex.bytes_per_vector(512, [64])["total"]
+    assert by_dim[512]["bytes_per_vector"] > 4 * (512 + 64)  # the prefix copy and the graph
+    assert by_dim[64]["bytes_per_vector"] == QdrantIndex.bytes_per_vector(64, [])["total"]
+    m = plan["largest_fit"]["float32"]
+    assert 1e7 * QdrantIndex.bytes_per_vector(m, [64])["total"] <= 20e9
+    assert 1e7 * QdrantIndex.bytes_per_vector(m + 1, [64])["total"] > 20e9
+    assert plan["recommended"]["dim"] == m and plan["engine"] == "qdrant"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        plan_storage(10, "1GB", d=8, engine="elastic")

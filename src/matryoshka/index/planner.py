@@ -115,18 +115,28 @@ def _check_sample(
     return (2048 if d is None else int(d)), embeddings, queries
 
 
+def _engine_bytes(engine: str, prefix_sizes: Sequence[int]) -> Any:
+    """``(m, precision) -> bytes`` a vector takes in ``engine`` when cut to size ``m``: its
+    float32 vector, a float32 copy of each prefix size below ``m``, id, graph links."""
+    from matryoshka.index.engines import engine_class
+
+    cls = engine_class(engine)
+    return lambda m, p: cls.bytes_per_vector(m, [s for s in prefix_sizes if s < m])["total"]
+
+
 def _rows(
     n: int,
     budget_bytes: int,
     precisions: Sequence[str],
     sizes: Sequence[int],
     recalls: dict[tuple[int, str], float],
+    size_of: Any = bytes_per_vector,
 ) -> list[dict[str, Any]]:
     """One row per (precision, size): bytes per vector, total bytes, fits, measured recall."""
     rows = []
     for p in precisions:
         for m in sizes:
-            bpv = bytes_per_vector(m, p)
+            bpv = size_of(m, p)
             total = math.ceil(n * bpv)
             rows.append(
                 {
@@ -170,6 +180,8 @@ def plan_storage(
     sample: int = 100_000,
     seed: int = 0,
     progress: bool = False,
+    engine: str | None = None,
+    prefix_sizes: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Sizes x precisions with their bytes for ``n`` vectors, and the best row that fits.
 
@@ -196,13 +208,20 @@ def plan_storage(
         At most this many embeddings are searched for the recall measurement.
     progress : bool, default False
         Show a progress bar while measuring.
+    engine : {"qdrant", "milvus", "pgvector"}, optional
+        Count what that vector engine stores instead of :class:`MatryoshkaIndex`: float32
+        vectors cut to each row's size, plus a float32 copy of every ``prefix_sizes`` entry
+        below it (the funnel's first stages), ids and the engine's graph (each back end's
+        ``bytes_per_vector`` says how). Rows are then float32 only.
+    prefix_sizes : list of int
+        With ``engine``: the prefix sizes stored beside the full vector.
 
     Returns
     -------
     dict
         ``{"n", "budget_bytes", "d", "rows": [{"dim", "precision", "bytes_per_vector", "bytes",
         "fits", "recall"}], "largest_fit": {precision: dim}, "recommended": row or None,
-        "rule": str}``; ``recall`` is None without measurements.
+        "rule": str, "engine", "prefix_sizes"}``; ``recall`` is None without measurements.
     """
     for name, v in (("n", n), ("k", k), ("sample", sample), ("d", 1 if d is None else d)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -213,9 +232,16 @@ def plan_storage(
             raise ValueError(f"precisions must be among {PRECISIONS}, got {p!r}")
     d, embeddings, queries = _check_sample(d, embeddings, queries)
     sizes = list(nesting_dims(d) if dims is None else validate_dims(dims, d))
+    size_of = bytes_per_vector
+    if engine is not None:
+        if len(prefix_sizes):
+            validate_dims(prefix_sizes, d, "prefix_sizes")
+        precisions, size_of = ("float32",), _engine_bytes(engine, prefix_sizes)
     largest = {}  # precision -> the largest size that fits, None if not even size 1 does
     for p in precisions:
         m = min(d, int(budget_bytes * 8 // (n * _BITS[p])))
+        while m >= 1 and n * size_of(m, p) > budget_bytes:  # an engine's extra bytes
+            m -= 1
         largest[p] = m if m >= 1 else None
     all_sizes = sorted(set(sizes) | {m for m in largest.values() if m})
     recalls = {}
@@ -223,7 +249,7 @@ def plan_storage(
         recalls = _recalls(
             embeddings, queries, all_sizes, precisions, metric, k, sample, seed, progress
         )
-    rows = _rows(n, budget_bytes, precisions, all_sizes, recalls)
+    rows = _rows(n, budget_bytes, precisions, all_sizes, recalls, size_of)
     best, rule = _recommend(rows, bool(recalls), k)
     return {
         "n": int(n),
@@ -235,4 +261,6 @@ def plan_storage(
         "largest_fit": largest,
         "recommended": best,
         "rule": rule,
+        "engine": engine,
+        "prefix_sizes": sorted(prefix_sizes) if engine else [],
     }

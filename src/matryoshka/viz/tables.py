@@ -85,6 +85,11 @@ def plan_table(plan: dict[str, Any], only_fitting: bool = False) -> str:
         "that fits: "
         + ", ".join(f"{p} {m if m else 'none'}" for p, m in plan["largest_fit"].items())
     )
+    if plan.get("engine"):
+        lines.append(
+            f"bytes as {plan['engine']} stores them: the float32 vector, a float32 copy of each "
+            f"prefix size {plan['prefix_sizes']} below it, the id and the graph's links"
+        )
     if rec is not None:
         lines.append(
             f"recommended: size {rec['dim']} at {rec['precision']} "
