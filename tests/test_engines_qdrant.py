@@ -6,6 +6,7 @@ The client path (what an ``http://`` address uses) runs here in qdrant-client's 
 
 from __future__ import annotations
 
+import json
 import socket
 
 import engine_contract as contract
@@ -15,6 +16,7 @@ import pytest
 pytest.importorskip("qdrant_edge", reason="the Qdrant back end needs matryoshka[qdrant]")
 pytest.importorskip("qdrant_client", reason="the Qdrant back end needs matryoshka[qdrant]")
 
+from matryoshka.index import MatryoshkaIndex, recall_at_k  # noqa: E402
 from matryoshka.index.engines import EngineError, open_engine  # noqa: E402
 from matryoshka.index.engines.qdrant import QdrantIndex  # noqa: E402
 
@@ -114,3 +116,18 @@ def test_open_engine_and_bytes_per_vector(tmp_path):
     b = QdrantIndex.bytes_per_vector(512, [64], name_bytes=10, hnsw_m=16)
     assert b["vectors"] == 4 * (512 + 64)
     assert b["total"] == b["vectors"] + b["ids"] + b["names"] + b["index"]
+
+
+def test_a_graph_only_on_the_first_stage_size(tmp_path):
+    xb, xq = contract.data(n=1500)
+    options = {"indexing_threshold": 1, "full_scan_threshold": 1}
+    with QdrantIndex(tmp_path, d=64, sizes=[16], graphs=[16], **options) as engine:
+        engine.add(xb)
+        engine.optimize()
+        _, I = engine.search(xq, funnel=[(16, 100), (64, 10)])
+    saved = json.loads((tmp_path / "matryoshka" / "edge_config.json").read_text())["vectors"]
+    assert saved["full"]["hnsw_config"]["m"] == 0 and saved["m16"].get("hnsw_config") is None
+    _, I0 = MatryoshkaIndex(64).add(xb).search(xq, funnel=[(16, 100), (64, 10)])
+    assert recall_at_k(I, I0, 10) >= 0.99
+    with pytest.raises(ValueError, match="must be among the stored sizes"):
+        QdrantIndex(tmp_path / "other", d=64, sizes=[16], graphs=[8])

@@ -72,19 +72,24 @@ class _Edge:
         raw = json.loads((self.folder / "edge_config.json").read_text())["vectors"]
         return _layout_of({n: (v["size"], v["distance"]) for n, v in raw.items()})
 
-    def create(self, layout: Layout) -> None:
+    def create(self, layout: Layout, graphs: set[int]) -> None:
         q = self.q
         dist = getattr(q.Distance, _DISTANCES[layout.metric])
-        vectors = {vector_name(m, layout.d): q.EdgeVectorParams(size=m, distance=dist)
+
+        def hnsw(links: int) -> Any:
+            return q.HnswIndexConfig(
+                m=links,
+                ef_construct=self.config.get("ef_construct", 100),
+                full_scan_threshold=self.config.get("full_scan_threshold", 10_000),
+            )
+
+        vectors = {vector_name(m, layout.d): q.EdgeVectorParams(
+                       size=m, distance=dist, hnsw_config=None if m in graphs else hnsw(0))
                    for m in layout.sizes}  # fmt: skip
-        hnsw = q.HnswIndexConfig(
-            m=self.config.get("hnsw_m", 16),
-            ef_construct=self.config.get("ef_construct", 100),
-            full_scan_threshold=self.config.get("full_scan_threshold", 10_000),
-        )
         threshold = self.config.get("indexing_threshold")  # KB of vectors before a graph
         optimizers = q.EdgeOptimizersConfig(indexing_threshold=threshold) if threshold else None
-        cfg = q.EdgeConfig(vectors=vectors, hnsw_config=hnsw, optimizers=optimizers)
+        links = self.config.get("hnsw_m", 16)
+        cfg = q.EdgeConfig(vectors=vectors, hnsw_config=hnsw(links), optimizers=optimizers)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.shard = q.EdgeShard.create(str(self.folder), cfg)
 
@@ -173,10 +178,12 @@ class _Client:
                               "it was not written by matryoshka")  # fmt: skip
         return _layout_of({n: (v.size, v.distance.value) for n, v in vectors.items()})
 
-    def create(self, layout: Layout) -> None:
+    def create(self, layout: Layout, graphs: set[int]) -> None:
         m = self.m
         dist = m.Distance(_DISTANCES[layout.metric])
-        vectors = {vector_name(s, layout.d): m.VectorParams(size=s, distance=dist)
+        off = m.HnswConfigDiff(m=0)  # Qdrant's way to store a vector without a graph
+        vectors = {vector_name(s, layout.d): m.VectorParams(
+                       size=s, distance=dist, hnsw_config=None if s in graphs else off)
                    for s in layout.sizes}  # fmt: skip
         self.call("create the collection", self.c.create_collection, self.name,
                   vectors_config=vectors)  # fmt: skip
@@ -253,6 +260,10 @@ class QdrantIndex(EngineIndex):
         See :class:`~matryoshka.index.engines.base.EngineIndex`.
     hnsw_ef : int, optional
         Qdrant's ``hnsw_ef`` for every stage (default: Qdrant's own, at least the limit).
+    graphs : list of int, optional
+        When creating: the sizes that get an HNSW graph (default: every stored size). A size
+        only ever reranked (a funnel's later stages) needs none: Qdrant then stores it
+        without one, saving the graph's build time and links; searching it first scans.
     **options
         Edge: ``hnsw_m`` (16), ``ef_construct`` (100), ``full_scan_threshold`` (10,000 KB:
         below it Qdrant scans a segment instead of using its graph), ``indexing_threshold``
@@ -278,9 +289,11 @@ class QdrantIndex(EngineIndex):
         collection: str = "matryoshka",
         transform: str = "none",
         hnsw_ef: int | None = None,
+        graphs: Sequence[int] | None = None,
         **options: Any,
     ) -> None:
         self.target, self.hnsw_ef = str(target), hnsw_ef
+        self.graphs = None if graphs is None else {int(m) for m in graphs}
         self._t = _transport(self.target, check_collection(collection), options)
         super().__init__(d, metric, sizes, collection, transform)
 
@@ -290,21 +303,27 @@ class QdrantIndex(EngineIndex):
 
     @classmethod
     def bytes_per_vector(
-        cls, d: int, sizes: Sequence[int], name_bytes: int = 0, hnsw_m: int = 16
+        cls,
+        d: int,
+        sizes: Sequence[int],
+        name_bytes: int = 0,
+        hnsw_m: int = 16,
+        graphs: int | None = None,
     ) -> dict[str, float]:
         """What Qdrant stores per point: float32 copies of every size, id, payload, graphs.
 
         ``vectors``: 4 bytes x (d + each prefix size); ``ids``: 8 (the id tracker's mapping,
         plus its version, 8 more); ``names``: the name's bytes plus about 16 of payload
         framing; ``index``: each HNSW graph's level-0 links, 2 x ``hnsw_m`` x 4 bytes per
-        named vector (Qdrant's own estimate; upper levels add a few percent).
+        named vector with a graph (``graphs``, default all; Qdrant's own estimate; upper
+        levels add a few percent).
         """
         stored = sorted(set(sizes) | {d})
         out = {
             "vectors": 4.0 * sum(stored),
             "ids": 16.0,
             "names": float(name_bytes + 16) if name_bytes else 0.0,
-            "index": 8.0 * hnsw_m * len(stored),
+            "index": 8.0 * hnsw_m * (len(stored) if graphs is None else graphs),
         }
         out["total"] = sum(out.values())
         return out
@@ -313,7 +332,11 @@ class QdrantIndex(EngineIndex):
         return self._t.layout()
 
     def _create(self, layout: Layout) -> None:
-        self._t.create(layout)
+        graphs = set(layout.sizes) if self.graphs is None else self.graphs
+        if not graphs <= set(layout.sizes):
+            raise ValueError(f"graphs {sorted(graphs)} must be among the stored sizes "
+                             f"{list(layout.sizes)}")  # fmt: skip
+        self._t.create(layout, graphs)
 
     def _upsert(self, ids: np.ndarray, xb: np.ndarray, names: list[str] | None) -> None:
         parts = {vector_name(m, self.d): xb[:, :m] for m in self.sizes}
