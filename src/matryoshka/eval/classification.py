@@ -6,13 +6,13 @@ Nothing here runs the backbone again per size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from matryoshka._runtime import progress_bar, step_flops, threads_for, torch_threads
 from matryoshka.dims import validate_dim
@@ -20,6 +20,7 @@ from matryoshka.eval.retrieval import knn_label_accuracy
 
 __all__ = [
     "encode",
+    "encode_batches",
     "head_top1",
     "knn1_top1",
     "linear_probe_top1",
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 
-@torch.no_grad()
 def encode(
     model: nn.Module,
     dataset: Dataset,
@@ -53,19 +53,55 @@ def encode(
     X : ndarray of shape (N, d), float32
     y : ndarray of shape (N,), int64
     """
-    was_training = model.training
-    model.eval().to(device)
     xs, ys = [], []
-    loader = DataLoader(dataset, batch_size=batch_size)
-    work = step_flops(model, dataset[0][0].to(device), batch_size) if len(dataset) else 0.0
-    with torch.no_grad(), torch_threads(threads_for(work, threads)):
-        for x, y in progress_bar(loader, desc=desc, disable=not progress):
-            xs.append(model.embed(x.to(device)).float().cpu())  # (B, d)
-            ys.append(torch.as_tensor(y))
-    model.train(was_training)
+    with progress_bar(total=len(dataset), desc=desc, unit="img", disable=not progress) as bar:
+        for x, y in encode_batches(model, dataset, batch_size, device, threads):
+            xs.append(x)
+            ys.append(y)
+            bar.update(len(x))
     if not xs:
         raise ValueError("the data set to encode is empty")
-    return torch.cat(xs).numpy(), torch.cat(ys).numpy().astype(np.int64)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def encode_batches(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Full embeddings and labels of rows ``[start, stop)`` of a data set, batch by batch.
+
+    What :func:`encode` collects; a writer that streams rows to disk (a shard of
+    ``matryoshka embed --shard``) takes them one batch at a time. The model is in eval mode and
+    torch runs on ``threads`` CPU threads until the generator ends or is closed; both are put
+    back then.
+
+    Yields
+    ------
+    X : ndarray of shape (B, d), float32, rows ``start + k*batch_size ...`` in order
+    y : ndarray of shape (B,), int64
+    """
+    stop = len(dataset) if stop is None else stop
+    if not 0 <= start <= stop <= len(dataset):
+        raise ValueError(f"rows [{start}, {stop}) are not inside the {len(dataset)} examples")
+    part = dataset if (start, stop) == (0, len(dataset)) else Subset(dataset, range(start, stop))
+    if not len(part):
+        return
+    was_training = model.training
+    model.eval().to(device)
+    work = step_flops(model, part[0][0].to(device), batch_size)
+    try:
+        with torch_threads(threads_for(work, threads)):
+            for x, y in DataLoader(part, batch_size=batch_size):
+                with torch.no_grad():  # not across the yield: the caller's grad mode stays its own
+                    X = model.embed(x.to(device)).float().cpu().numpy()  # (B, d)
+                yield X, torch.as_tensor(y).numpy().astype(np.int64)
+    finally:
+        model.train(was_training)
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray, name: str) -> None:
