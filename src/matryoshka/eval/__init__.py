@@ -11,6 +11,7 @@ from matryoshka.eval.adaptive import (
 from matryoshka.eval.classification import (
     PCABaseline,
     encode,
+    encode_batches,
     evaluate_embeddings,
     head_top1,
     knn1_top1,
@@ -25,6 +26,8 @@ from matryoshka.eval.retrieval import (
     retrieval_metrics,
     run_from_search,
 )
+from matryoshka.eval.rows import EmbeddingRows, open_embeddings
+from matryoshka.eval.shards import Shard, ShardWrite, parse_shard, write_shard
 from matryoshka.eval.text import (
     pca_baseline,
     prefix_cosine,
@@ -54,8 +57,15 @@ __all__ = [
     "retrieval_metrics",
     "run_from_search",
     "save_embeddings",
+    "EmbeddingRows",
+    "open_embeddings",
+    "Shard",
+    "ShardWrite",
+    "parse_shard",
+    "write_shard",
     "PCABaseline",
     "encode",
+    "encode_batches",
     "evaluate_embeddings",
     "head_top1",
     "knn1_top1",

@@ -73,11 +73,26 @@ def load_embeddings(
     folder: str | Path, mmap: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Read what :func:`save_embeddings` wrote: ``(X (N, d), labels (N,) or None, meta)``;
-    ``meta["names"]`` holds the row names when the folder has them."""
+    ``meta["names"]`` holds the row names when the folder has them.
+
+    A folder of shards (``matryoshka embed --shard``) is read by
+    :func:`~matryoshka.eval.open_embeddings`, row batch by row batch.
+    """
+    X, meta, labels_path = open_folder(folder, mmap)
+    labels = np.load(labels_path, allow_pickle=False) if labels_path is not None else None
+    return X, labels, meta
+
+
+def open_folder(folder: str | Path, mmap: bool = True) -> tuple[np.ndarray, dict[str, Any],
+                                                                  Path | None]:  # fmt: skip
+    """``(X (N, d), meta, labels.npy or None)`` of one embeddings folder, checked against each
+    other; ``meta["names"]`` holds the row names when the folder has them."""
     folder = Path(folder)
     path = folder / "embeddings.npy"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; write it with `matryoshka embed`")
+        shards = any(p.name.startswith("shard-") and p.is_dir() for p in _entries(folder))
+        hint = "; it holds shards: read them with matryoshka.eval.open_embeddings" if shards else ""
+        raise FileNotFoundError(f"{path} not found; write it with `matryoshka embed`{hint}")
     try:
         X = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         meta = json.loads((folder / "meta.json").read_text())
@@ -89,10 +104,16 @@ def load_embeddings(
             f"d={meta.get('d')}; the folder is inconsistent"
         )
     labels_path = folder / "labels.npy"
-    labels = np.load(labels_path, allow_pickle=False) if labels_path.is_file() else None
     names_path = folder / "names.json"
     if names_path.is_file():  # a name per row: meta["names"] (not a column of X)
         meta["names"] = json.loads(names_path.read_text())
         if len(meta["names"]) != len(X):
             raise ValueError(f"{names_path} names {len(meta['names'])} rows, not {len(X)}")
-    return X, labels, meta
+    return X, meta, labels_path if labels_path.is_file() else None
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
