@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 from matryoshka.cli._common import add_common, dims_arg, threads_arg
+from matryoshka.cli.embed_shards import (
+    add_shard_arguments,
+    check_shard_arguments,
+    embed_image_shard,
+)
 from matryoshka.cli.folder import folder_config
 from matryoshka.cli.text import (
     add_text_arguments,
@@ -108,10 +113,15 @@ def _embed(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    check_shard_arguments(args)
     device = resolve_device(args.device)
     model, cfg, classes = load_model(args.model, device)
     train_ds, test_ds, _ = load_data(cfg, augment=False, progress=not args.quiet)
     parts = {"train": [train_ds], "test": [test_ds], "all": [train_ds, test_ds]}[args.split]
+    if args.shard is not None:
+        from torch.utils.data import ConcatDataset
+
+        return embed_image_shard(args, model, ConcatDataset(parts), classes, device)
     encoded = [
         encode(
             model,
@@ -232,7 +242,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             help="encode a data split with a trained model into embeddings.npy (full size, once)",
             description="Encode the model's data (train, test or both, without augmentation) once "
             "at full size into OUT/embeddings.npy (N, d), labels.npy and meta.json. Every size is "
-            "a prefix of these rows.",
+            "a prefix of these rows. A large data set can be encoded in shards (--shard I/N), "
+            "each written memory-mapped to OUT/shard-IIIII-of-NNNNN/ and resumed where it "
+            "stopped when the same command runs again.",
         )
     )
     p.add_argument("model", help="model folder written by `matryoshka train` (image or text), or "
@@ -242,6 +254,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--batch", type=int, default=512, help="images or texts per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_shard_arguments(p)
     _overwrite_arg(p)
     threads_arg(p)
     p.set_defaults(func=_embed)

@@ -54,6 +54,7 @@ def train_text(args: argparse.Namespace) -> int:
 
 
 def embed_text(args: argparse.Namespace) -> int:
+    from matryoshka.cli.embed_shards import check_shard_arguments, embed_text_shard, text_threads
     from matryoshka.data import load_texts
     from matryoshka.eval import save_embeddings
     from matryoshka.models.text import encode_texts, load_sentence_encoder
@@ -62,11 +63,16 @@ def embed_text(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} is a text model: give the texts to embed with --texts")
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    check_shard_arguments(args)
     texts = load_texts(args.texts, args.text_column, args.id_column, args.title_column)
     model = load_sentence_encoder(args.model, progress=not args.quiet)
-    X = encode_texts(
-        model, texts.texts, batch_size=args.batch, progress=not args.quiet, prompt=args.prompt
-    )  # fmt: skip  (N, d), full size, once
+    if args.shard is not None:
+        with text_threads(args.threads):
+            return embed_text_shard(args, model, texts)
+    with text_threads(args.threads):
+        X = encode_texts(
+            model, texts.texts, batch_size=args.batch, progress=not args.quiet, prompt=args.prompt
+        )  # fmt: skip  (N, d), full size, once
     save_embeddings(
         args.out, X, dtype=args.dtype, overwrite=args.overwrite, names=texts.ids,
         model=str(args.model), source=str(args.texts), prompt=args.prompt,
