@@ -38,10 +38,15 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _load_npy(path: str, what: str, column: str | None = None) -> np.ndarray:
-    """Vectors from ``.npy``, ``.npz``, Parquet or JSONL (see ``matryoshka.index.read_vectors``)."""
+def _load_npy(path: str, what: str, column: str | None = None) -> Any:
+    """Vectors from ``.npy``, ``.npz``, Parquet or JSONL (see ``matryoshka.index.read_vectors``),
+    or a folder written by ``matryoshka embed`` (with or without ``--shard``), memory-mapped."""
     from matryoshka.index import read_vectors
 
+    if Path(path).is_dir():
+        from matryoshka.eval import open_embeddings
+
+        return open_embeddings(path)  # rows read lazily, a range at a time
     try:
         return read_vectors(path, column)[0]
     except FileNotFoundError:
@@ -50,14 +55,15 @@ def _load_npy(path: str, what: str, column: str | None = None) -> np.ndarray:
 
 def _read(path: str, column: str | None, ids_column: str | None):
     """Vectors, ids from a column (or None) and row names (or None), from a file or a folder
-    written by ``matryoshka embed``."""
+    written by ``matryoshka embed``: one ``embeddings.npy``, or a folder of shards read as one
+    matrix (``matryoshka.eval.open_embeddings``: memory-mapped, every shard checked first)."""
     from matryoshka.index import read_vectors
 
     if Path(path).is_dir():
-        from matryoshka.eval import load_embeddings
+        from matryoshka.eval import open_embeddings
 
-        x, _, meta = load_embeddings(path)
-        return x, None, meta.get("names")
+        rows = open_embeddings(path)
+        return rows, None, rows.names
     try:
         x, ids = read_vectors(path, column, ids_column)
     except FileNotFoundError:
@@ -87,7 +93,8 @@ def _check_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def _build(args: argparse.Namespace) -> int:
-    """Build an index folder from an embeddings ``.npy`` (read memory-mapped, in batches)."""
+    """Build an index folder from an embeddings ``.npy`` or an embed folder, sharded or not
+    (read memory-mapped, ``--batch`` rows at a time)."""
     from matryoshka._io import check_destination
     from matryoshka.index import MatryoshkaIndex
     from matryoshka.index.manifest import INDEX_FOLDER
@@ -109,7 +116,7 @@ def _build(args: argparse.Namespace) -> int:
     ids = _load_ids(args.ids, len(x)) if args.ids else None
     ids = _check_ids(file_ids) if file_ids is not None else ids
     index = MatryoshkaIndex(d, args.metric, args.precision, args.rerank, args.prefix_transform)
-    with progress_bar(len(x), "index", args.quiet) as bar:
+    with progress_bar(len(x), "index", args.quiet) as bar:  # row batches, never the whole file
         for s in range(0, len(x), args.batch):
             e = min(len(x), s + args.batch)
             index.add(
