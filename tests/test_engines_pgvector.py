@@ -74,7 +74,7 @@ def _plan(engine: PgvectorIndex, stages, exact: bool = False) -> str:
     """EXPLAIN of the statement a search runs, for one query, under the search's settings."""
     array = "{" + f'"{vector_text(np.ones(engine.d))}"' + "}"
     with engine._conn.transaction(), engine._conn.cursor() as cur:
-        for statement in engine._settings(stages[0][1], exact):
+        for statement in engine._settings(stages[0], exact):
             cur.execute(statement)
         rows = cur.execute("EXPLAIN " + engine.search_sql(stages, exact), [array]).fetchall()
     return "\n".join(r[0] for r in rows)
@@ -124,6 +124,8 @@ def test_first_shortlists_past_1000_rows(url, vector_version, monkeypatch):
         monkeypatch.setattr(engine, "vector_version", lambda: (0, 7, 4))
         with pytest.raises(EngineError, match="at most 1,000 rows from an HNSW scan"):
             engine.search(xq, funnel=[(16, 1200), (64, 10)])
+        _, I = engine.search(xq, 1600)  # size d has no graph here: the scan returns every row
+        assert (I[:, : contract.N] >= 0).all() and (I[:, contract.N :] == -1).all()
         monkeypatch.undo()
         if vector_version < (0, 8):
             pytest.skip(f"pgvector {vector_version} has no iterative scans (0.8 and later)")
@@ -133,9 +135,11 @@ def test_first_shortlists_past_1000_rows(url, vector_version, monkeypatch):
 
 def test_vector_prefix_index_without_halfvec(url):
     index, xq = contract.source_index("l2")
-    with contract.export(PgvectorIndex, url, index, "plain", halfvec=False) as engine:
+    with contract.export(PgvectorIndex, url, index, "plain", halfvec=False,
+                         full_index=True) as engine:  # fmt: skip
         assert "vector_l2_ops" in engine.table.index_sql()[0]
         assert "Index Scan using plain_m16" in _plan(engine, [(16, 100), (64, 10)])
+        assert "Index Scan using plain_m64" in _plan(engine, [(64, 10)])  # full_index
         _, I = engine.search(xq, funnel=[(16, 100), (64, 10)])
     assert recall_at_k(I, index.search(xq, funnel=[(16, 100), (64, 10)])[1], 10) >= 0.99
 

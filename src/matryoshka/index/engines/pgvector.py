@@ -308,9 +308,10 @@ class PgvectorIndex(EngineIndex):
             f"CROSS JOIN LATERAL (\n    {inner}\n) AS r\nORDER BY qs.n, r.distance"
         )
 
-    def _settings(self, k1: int, exact: bool) -> list[str]:
-        """``SET LOCAL`` statements for a search whose first shortlist is ``k1``."""
-        if exact:
+    def _settings(self, first: tuple[int, int], exact: bool) -> list[str]:
+        """``SET LOCAL`` statements for a search whose first stage is ``(m1, k1)``."""
+        (m1, k1), t = first, self.table
+        if exact or not (m1 in t.sizes or (m1 == t.d and t.full_index)):  # no graph to walk
             return ["SET LOCAL enable_indexscan = off"]
         out = [  # the graph even where the planner guesses a scan is cheaper (small tables)
             "SET LOCAL enable_seqscan = off",
@@ -333,7 +334,7 @@ class PgvectorIndex(EngineIndex):
         sql = self.search_sql(stages, exact)
         out: list[tuple[list[int], list[float]]] = [([], []) for _ in range(len(xq))]
         with self._sql("search") as cur, self._conn.transaction():
-            for statement in self._settings(stages[0][1], exact):
+            for statement in self._settings(stages[0], exact):
                 cur.execute(statement)
             for start, stop in batches_of(len(xq), _QUERY_BATCH):
                 array = "{" + ",".join(f'"{vector_text(x)}"' for x in xq[start:stop]) + "}"
