@@ -14,8 +14,10 @@ each run through the funnel's nested subqueries in a ``LATERAL`` join (as fast a
 ``executemany`` of one statement per query, measured; one round trip). The first stage walks
 the HNSW index with ``hnsw.ef_search`` set to at least its shortlist ``k1`` (pgvector's
 default, 40, would cut shortlists to 40 rows; pgvector caps it at 1,000, and longer first
-shortlists need pgvector >= 0.8, whose iterative scans are then switched on). ``exact=True``
-scores the first stage's float32 prefix of every row instead (no index matches it).
+shortlists need pgvector >= 0.8, whose iterative scans are then switched on), and with
+``enable_seqscan`` off, so that the planner walks the graph even where it guesses a scan of a
+small table is cheaper. ``exact=True`` scores the first stage's float32 prefix of every row
+instead (no index matches that expression) with index scans off.
 
 Scores come back as the index's: cosine similarity ``1 - (a <=> b)``, inner product
 ``-(a <#> b)``, squared Euclidean distance ``(a <-> b)**2``.

@@ -253,7 +253,7 @@ def _search_function(t: PgTable, funnel: list[tuple[int, int]]) -> str:
     """``<table>_search(q vector(d), k integer DEFAULT k)``: the funnel as a SQL function."""
     settings = f"SET hnsw.ef_search = {ef_search_for(funnel[0][1])}"
     if funnel[0][1] > MAX_EF_SEARCH:  # iterative scans (pgvector >= 0.8) fill long shortlists
-        settings += "\nSET hnsw.iterative_scan = relaxed_order"
+        settings += "\nSET hnsw.iterative_scan = relaxed_order  -- pgvector 0.8 and later"
     body = funnel_sql(t, [*funnel[:-1], (funnel[-1][0], "k")], "q")
     return (
         f"CREATE OR REPLACE FUNCTION {quote_ident(t.table + '_search')}"
