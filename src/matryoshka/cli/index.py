@@ -439,10 +439,18 @@ def _add_plan(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     )
     p.add_argument("-k", type=int, default=10, help="recall@k (default 10)")
     p.add_argument("--sample", type=int, default=100_000, help="embeddings searched (default 1e5)")
-    p.add_argument("--engine", choices=("qdrant", "milvus", "pgvector"),
-                   help="count what this vector engine stores (float32 rows, prefix copies)")
-    p.add_argument("--prefix-sizes", type=dims_arg, metavar="M,M,...", default=[],
-                   help="with --engine: prefix sizes stored beside the full vector")
+    p.add_argument(
+        "--engine",
+        choices=("qdrant", "milvus", "pgvector"),
+        help="count what this vector engine stores (float32 rows, prefix copies)",
+    )
+    p.add_argument(
+        "--prefix-sizes",
+        type=dims_arg,
+        metavar="M,M,...",
+        default=[],
+        help="with --engine: prefix sizes stored beside the full vector",
+    )
     p.add_argument("--fitting-only", action="store_true", help="list only rows that fit")
     p.add_argument("--json", help="also write the plan as JSON here")
     p.set_defaults(func=_plan)

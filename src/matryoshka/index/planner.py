@@ -115,10 +115,13 @@ def _check_sample(
     return (2048 if d is None else int(d)), embeddings, queries
 
 
-def _engine_bytes(engine: str, prefix_sizes: Sequence[int]) -> Any:
+def _engine_bytes(engine: str, prefix_sizes: Sequence[int], d: int) -> Any:
     """``(m, precision) -> bytes`` a vector takes in ``engine`` when cut to size ``m``: its
     float32 vector, a float32 copy of each prefix size below ``m``, id, graph links."""
     from matryoshka.index.engines import engine_class
+
+    if len(prefix_sizes):
+        validate_dims(prefix_sizes, d, "prefix_sizes")
 
     cls = engine_class(engine)
     return lambda m, p: cls.bytes_per_vector(m, [s for s in prefix_sizes if s < m])["total"]
@@ -165,6 +168,19 @@ def _recommend(
     )
     cands = [r for r in fitting if r["precision"] != "binary"] or fitting
     return max(cands, key=lambda r: (r["dim"], _BITS[r["precision"]]), default=None), rule
+
+
+def _largest_fit(
+    n: int, d: int, budget_bytes: int, precisions: Sequence[str], size_of: Any
+) -> dict[str, int | None]:
+    """precision -> the largest size whose ``n`` vectors fit, None if not even size 1 does."""
+    largest = {}
+    for p in precisions:
+        m = min(d, int(budget_bytes * 8 // (n * _BITS[p])))
+        while m >= 1 and n * size_of(m, p) > budget_bytes:  # an engine's extra bytes
+            m -= 1
+        largest[p] = m if m >= 1 else None
+    return largest
 
 
 def plan_storage(
@@ -233,16 +249,9 @@ def plan_storage(
     d, embeddings, queries = _check_sample(d, embeddings, queries)
     sizes = list(nesting_dims(d) if dims is None else validate_dims(dims, d))
     size_of = bytes_per_vector
-    if engine is not None:
-        if len(prefix_sizes):
-            validate_dims(prefix_sizes, d, "prefix_sizes")
-        precisions, size_of = ("float32",), _engine_bytes(engine, prefix_sizes)
-    largest = {}  # precision -> the largest size that fits, None if not even size 1 does
-    for p in precisions:
-        m = min(d, int(budget_bytes * 8 // (n * _BITS[p])))
-        while m >= 1 and n * size_of(m, p) > budget_bytes:  # an engine's extra bytes
-            m -= 1
-        largest[p] = m if m >= 1 else None
+    if engine is not None:  # what the engine stores: float32 rows and the prefix copies
+        precisions, size_of = ("float32",), _engine_bytes(engine, prefix_sizes, d)
+    largest = _largest_fit(n, d, budget_bytes, precisions, size_of)
     all_sizes = sorted(set(sizes) | {m for m in largest.values() if m})
     recalls = {}
     if embeddings is not None:
@@ -251,16 +260,6 @@ def plan_storage(
         )
     rows = _rows(n, budget_bytes, precisions, all_sizes, recalls, size_of)
     best, rule = _recommend(rows, bool(recalls), k)
-    return {
-        "n": int(n),
-        "budget_bytes": budget_bytes,
-        "d": d,
-        "metric": metric,
-        "k": k,
-        "rows": rows,
-        "largest_fit": largest,
-        "recommended": best,
-        "rule": rule,
-        "engine": engine,
-        "prefix_sizes": sorted(prefix_sizes) if engine else [],
-    }
+    return {"n": int(n), "budget_bytes": budget_bytes, "d": d, "metric": metric, "k": k,
+            "rows": rows, "largest_fit": largest, "recommended": best, "rule": rule,
+            "engine": engine, "prefix_sizes": sorted(prefix_sizes) if engine else []}  # fmt: skip
