@@ -53,6 +53,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--upload-batch", type=int, default=2000)
     p.add_argument("--workdir", help="where the engines keep their files (default: a temp dir)")
     p.add_argument("--repeat", type=int, default=2, help="best of this many timed passes")
+    p.add_argument(
+        "--ef",
+        type=lambda t: [int(v) for v in t.split(",")],
+        default=[32, 64, 256],
+        help="graph beams tried for each engine's full-size search",
+    )
     return p.parse_args(argv)
 
 
@@ -123,6 +129,27 @@ def _disk(kind: str, work: Path, engine: Any) -> int:
     return int(engine.table_bytes()) if hasattr(engine, "table_bytes") else 0
 
 
+def _options(kind: str, funnels: list, d: int) -> dict:
+    """Each engine as people deploy it: an HNSW graph at full size (the baseline) and on every
+    funnel's first-stage prefix; sizes only reranked get no graph where the engine allows."""
+    firsts = sorted({f[0][0] for f in funnels if f[0][0] < d})
+    if kind == "qdrant":
+        return {"graphs": [*firsts, d]}
+    if kind == "milvus":
+        return {"full_index_type": "HNSW"}
+    return {"full_index": True}  # pgvector: an HNSW index on the full column too
+
+
+def _set_ef(engine: Any, kind: str, ef: int | None) -> None:
+    """The engine's search beam for graph searches (None: its default)."""
+    if kind == "qdrant":
+        engine.hnsw_ef = ef
+    elif kind == "milvus":
+        engine.search_params = {} if ef is None else {"ef": ef}
+    else:
+        engine.ef_search = ef
+
+
 def _engine(kind: str, index: MatryoshkaIndex, funnels: list, timer: _Timer, work: Path,
             args: argparse.Namespace, servers: list) -> list[dict]:  # fmt: skip
     """Load the index into one engine, build its graphs, time full size and every funnel."""
@@ -130,7 +157,8 @@ def _engine(kind: str, index: MatryoshkaIndex, funnels: list, timer: _Timer, wor
     cls = engine_class(kind)
     t0 = time.perf_counter()
     engine = cls.from_index(index, _target(kind, work, servers), sizes=sizes,
-                            batch_size=args.upload_batch, progress=True)  # fmt: skip
+                            batch_size=args.upload_batch, progress=True,
+                            **_options(kind, funnels, index.d))  # fmt: skip
     upload = time.perf_counter() - t0
     if hasattr(engine, "optimize"):
         engine.optimize()  # build the engine's graphs now, inside the load time
@@ -140,6 +168,11 @@ def _engine(kind: str, index: MatryoshkaIndex, funnels: list, timer: _Timer, wor
                   "upload_s": round(upload, 1), "bytes_per_vector": stated,
                   "disk_bytes_per_vector": round(_disk(kind, work, engine) / len(index), 1),
                   **timer.run(lambda q: engine.search(q, 10))})]  # fmt: skip
+    for ef in args.ef:  # the full-size graph at other beams: its recall/speed curve
+        _set_ef(engine, kind, ef)
+        rows.append(_log({"system": kind, "search": f"full {index.d} ef {ef}",
+                          **timer.run(lambda q: engine.search(q, 10))}))  # fmt: skip
+    _set_ef(engine, kind, None)
     for f in funnels:
         rows.append(_log({"system": kind, "search": _fmt(f),
                           **timer.run(lambda q, f=f: engine.search(q, funnel=f))}))  # fmt: skip
@@ -152,7 +185,7 @@ def _ratios(rows: list[dict]) -> dict:
     qps = {(r["system"], r["search"]): r["qps"] for r in rows}
     out = {}
     for (system, search), value in qps.items():
-        full = next(v for (s, what), v in qps.items() if s == system and what.startswith("full"))
+        full = qps[next(key for key in qps if key[0] == system)]  # its first row: full size
         entry = {"vs_own_full": round(value / full, 2)}
         if ("ours", search) in qps and system != "ours":
             entry["vs_ours"] = round(value / qps[("ours", search)], 3)
