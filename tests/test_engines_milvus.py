@@ -156,6 +156,8 @@ def test_two_handles_on_one_file_and_unnamed_rows(tmp_path):
         D, I = engine.search(np.eye(32, dtype=np.float32)[20:22], 1)
         np.testing.assert_array_equal(I[:, 0], [20, 21])
         np.testing.assert_allclose(D[:, 0], 1.0, rtol=1e-6)
+    with pytest.raises(EngineError, match="is closed"):
+        engine.count()
 
 
 def test_bytes_per_vector():
