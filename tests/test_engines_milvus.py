@@ -166,3 +166,5 @@ def test_bytes_per_vector():
     assert b["index"] == pytest.approx(4 * 64 + 8.4 * 16)  # HNSW on m64; FLAT on full
     assert b["total"] == b["vectors"] + b["ids"] + b["names"] + b["index"]
     assert MilvusIndex.bytes_per_vector(512, [64], index_type="FLAT")["index"] == 0
+    graphs = MilvusIndex.bytes_per_vector(512, [64], full_index_type="HNSW")["index"]
+    assert graphs == pytest.approx(4 * (64 + 512) + 2 * 8.4 * 16)

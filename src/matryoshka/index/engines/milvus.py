@@ -84,6 +84,14 @@ def field_name(m: int, d: int) -> str:
     return "full" if m == d else f"m{m}"
 
 
+def _index_bytes(kind: str, m: int, hnsw_m: int) -> float:
+    """Bytes per row an index of ``kind`` on a size-``m`` field adds beside the stored row."""
+    if kind in _GRAPHS or kind.startswith("IVF"):
+        per_dim = 1.0 if kind.endswith(("SQ", "SQ8")) else 4.0
+        return per_dim * m + (8.4 * hnsw_m if kind in _GRAPHS else 8.0)
+    return 0.0  # FLAT and BRUTE_FORCE search the stored rows
+
+
 def _id_list(ids: Sequence[int] | np.ndarray) -> list[int]:
     return [int(i) for i in ids]
 
@@ -241,32 +249,28 @@ class MilvusIndex(EngineIndex):
         sizes: Sequence[int],
         name_bytes: int = 0,
         index_type: str = "HNSW",
+        full_index_type: str = "FLAT",
         hnsw_m: int = 16,
     ) -> dict[str, float]:
-        """What Milvus stores per row: float32 copies of every size, id, name, prefix indexes.
+        """What Milvus stores per row: float32 copies of every size, id, name, indexes.
 
         ``vectors``: 4 bytes x (d + each prefix size); ``ids``: 16 (the INT64 key and Milvus's
         own 8-byte timestamp or sequence number); ``names``: the name's bytes plus a 4-byte
-        offset; ``index``: what each prefix field's index adds beside the stored rows: faiss
-        and Milvus keep their own copy of the vectors in HNSW and IVF_FLAT (4 x m) or 8-bit
-        codes in the SQ kinds (m), plus the graph's level-0 links (2 x ``hnsw_m`` x 4 bytes,
-        upper levels add ~5%) or an IVF list entry (8). ``full`` under FLAT adds nothing.
-        Milvus Lite holds loaded segments in memory: the total is its RAM, too.
+        offset; ``index``: what each field's index adds beside the stored rows (prefixes under
+        ``index_type``, ``full`` under ``full_index_type``): faiss and Milvus keep their own
+        copy of the vectors in HNSW and IVF_FLAT (4 x m) or 8-bit codes in the SQ kinds (m),
+        plus the graph's level-0 links (2 x ``hnsw_m`` x 4 bytes, upper levels add ~5%) or an
+        IVF list entry (8); FLAT adds nothing. Milvus Lite holds loaded segments in memory:
+        the total is its RAM, too (measured: 1,000,000 rows of d=256 with m64 under HNSW took
+        4 GB of RSS while loading, 1.5 GB on disk).
         """
         prefixes = sorted(set(sizes) - {d})
-        kind = index_type.upper()
-        per_dim = 1.0 if kind.endswith("SQ") or kind.endswith("SQ8") else 4.0
-        if kind in _GRAPHS:
-            extra = 8.4 * hnsw_m
-        elif kind.startswith("IVF"):
-            extra = 8.0
-        else:  # FLAT and BRUTE_FORCE search the stored rows
-            per_dim, extra = 0.0, 0.0
+        fields = [(index_type, m) for m in prefixes] + [(full_index_type, d)]
         out = {
             "vectors": 4.0 * (d + sum(prefixes)),
             "ids": 16.0,
             "names": float(name_bytes + 4) if name_bytes else 0.0,
-            "index": sum(per_dim * m + extra for m in prefixes),
+            "index": sum(_index_bytes(kind.upper(), m, hnsw_m) for kind, m in fields),
         }
         out["total"] = sum(out.values())
         return out
@@ -372,6 +376,8 @@ class MilvusIndex(EngineIndex):
         self._dirty = False
 
     def close(self) -> None:
+        """Close the client; the last handle on a Milvus Lite file stops its engine, which
+        first finishes its background merging (after a 1,000,000-row upload: 5 minutes)."""
         self._t.close()
 
     # ------------------------------------------------------------------ search
