@@ -140,6 +140,14 @@ def _options(kind: str, funnels: list, d: int) -> dict:
     return {"full_index": True}  # pgvector: an HNSW index on the full column too
 
 
+def _bytes_options(kind: str, funnels: list, d: int) -> dict:
+    """The same choices as :func:`_options`, as each back end's ``bytes_per_vector`` takes them."""
+    opts = _options(kind, funnels, d)
+    if kind == "qdrant":
+        return {"graphs": len(opts["graphs"])}
+    return opts
+
+
 def _set_ef(engine: Any, kind: str, ef: int | None) -> None:
     """The engine's search beam for graph searches (None: its default)."""
     if kind == "qdrant":
@@ -163,9 +171,10 @@ def _engine(kind: str, index: MatryoshkaIndex, funnels: list, timer: _Timer, wor
     if hasattr(engine, "optimize"):
         engine.optimize()  # build the engine's graphs now, inside the load time
     load = time.perf_counter() - t0
-    stated = cls.bytes_per_vector(index.d, sizes)["total"]
+    stated = cls.bytes_per_vector(index.d, sizes, **_bytes_options(kind, funnels, index.d))
     rows = [_log({"system": kind, "search": f"full {index.d}", "load_s": round(load, 1),
-                  "upload_s": round(upload, 1), "bytes_per_vector": stated,
+                  "upload_s": round(upload, 1), "bytes_per_vector": stated["total"],
+                  "bytes": stated,
                   "disk_bytes_per_vector": round(_disk(kind, work, engine) / len(index), 1),
                   **timer.run(lambda q: engine.search(q, 10))})]  # fmt: skip
     for ef in args.ef:  # the full-size graph at other beams: its recall/speed curve
