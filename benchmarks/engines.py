@@ -208,8 +208,6 @@ def _ratios(rows: list[dict]) -> dict:
             entry["vs_ours"] = round(value / qps[("ours", search)], 3)
         if ("ours", f"{search} hnsw") in qps and system != "ours":  # ours from a prefix graph
             entry["vs_ours_hnsw"] = round(value / qps[("ours", f"{search} hnsw")], 3)
-        if system != "ours" and search.startswith("full") and ("ours", search) in qps:
-            entry["vs_ours"] = round(value / qps[("ours", search)], 3)
         out[f"{system} {search}"] = entry
     return out
 
