@@ -269,7 +269,10 @@ class QdrantIndex(EngineIndex):
         below it Qdrant scans a segment instead of using its graph), ``indexing_threshold``
         (KB of vectors in a segment before :meth:`optimize` builds its graphs; Qdrant's
         default otherwise); a server: the keyword arguments of ``qdrant_client.QdrantClient``
-        (``api_key``, ``timeout``).
+        (``api_key``, ``timeout``). Qdrant's thresholds count each named vector's kilobytes,
+        so a short prefix stays without a graph (and is scanned) long after the full vector
+        has one: 55,000 vectors of 16 dims are 3.5 MB, under the default 10 MB. Give
+        ``indexing_threshold=1`` to build a graph for every size :meth:`optimize` sees.
 
     Examples
     --------
