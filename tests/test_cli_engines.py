@@ -60,3 +60,17 @@ def test_engine_mistakes_are_one_line_errors(built, capsys):
     assert "give INDEX" in capsys.readouterr().err
     assert main(["index", "export", str(built / "ix"), "--to", "qdrant", "--out", "x.sql"]) == 2
     assert "--out writes SQL for --to pgvector" in capsys.readouterr().err
+
+
+def test_export_to_milvus_lite_and_search_it(built, capsys):
+    pytest.importorskip("milvus_lite", reason="the Milvus back end needs matryoshka[milvus]")
+    db = str(built / "milvus.db")
+    assert main(["index", "export", str(built / "ix"), "--to", "milvus", "--url", db,
+                 "--funnel", "8:600,32:5", "--quiet"]) == 0  # fmt: skip
+    assert "it holds 600, sizes [8, 32]" in capsys.readouterr().out
+    query = ["--queries", str(built / "q.npy"), "--funnel", "8:600,32:5", "--quiet"]
+    assert main(["search", "--engine", "milvus", "--url", db, "--exact", *query]) == 0
+    engine = _results(capsys)
+    assert main(["search", str(built / "ix"), *query]) == 0
+    assert [r["ids"] for r in engine] == [r["ids"] for r in _results(capsys)]
+    assert engine[1]["names"][0] == "doc102"

@@ -7,6 +7,7 @@ server's psql.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -257,3 +258,27 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_command_line_writes_the_sql_and_loads_the_database(url, tmp_path, capsys):
+    from matryoshka.cli import main
+    from matryoshka.index import MatryoshkaIndex
+
+    xb, xq = contract.data(n=300, nq=4)
+    ids = 50 + np.arange(300)
+    MatryoshkaIndex(64).add(xb, ids=ids, names=[f"d{i}" for i in ids]).save(tmp_path / "ix")
+    np.save(tmp_path / "q.npy", xq)
+    export = ["index", "export", str(tmp_path / "ix"), "--to", "pgvector", "--funnel",
+              "16:300,64:5", "--quiet"]  # fmt: skip
+    assert main([*export, "--out", str(tmp_path / "ix.sql")]) == 0
+    sql = (tmp_path / "ix.sql").read_text()
+    assert "CREATE INDEX" in sql and "USING hnsw" in sql and "COPY" in sql
+    assert main([*export, "--url", url]) == 0
+    assert "it holds 300, sizes [16, 64]" in capsys.readouterr().out
+    query = ["--queries", str(tmp_path / "q.npy"), "--funnel", "16:300,64:5", "--quiet"]
+    assert main(["search", "--engine", "pgvector", "--url", url, "--exact", *query]) == 0
+    engine = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert main(["search", str(tmp_path / "ix"), *query]) == 0
+    index = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert [r["ids"] for r in engine] == [r["ids"] for r in index]
+    assert [r["names"] for r in engine] == [r["names"] for r in index]
