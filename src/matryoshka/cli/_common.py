@@ -15,6 +15,7 @@ __all__ = [
     "dims_arg",
     "progress_bar",
     "report_error",
+    "search_in_batches",
     "threads_arg",
 ]
 
@@ -71,6 +72,26 @@ def progress_bar(total: int, desc: str, quiet: bool, unit: str = "vec") -> Any:
     from matryoshka._runtime import progress_bar as bar
 
     return bar(total=total, desc=desc, unit=unit, disable=quiet)
+
+
+def search_in_batches(
+    search: Callable[..., tuple[Any, Any]], xq: Any, k: int | None, batch: int, quiet: bool,
+    **kw: Any,
+) -> tuple[Any, Any]:  # fmt: skip
+    """``search(q, k, **kw)`` over the queries (nq, d) ``batch`` at a time with a progress bar:
+    ``D``, ``I`` (nq, k'). Every check of the search runs first on no queries at all (sizes,
+    funnel, k against the funnel, query width), so a mistake costs no waiting."""
+    import numpy as np
+
+    D, I = search(np.zeros((0, xq.shape[1]), np.float32), k, **kw)  # noqa: E741
+    Ds, Is = [D], [I]
+    with progress_bar(len(xq), "search", quiet) as bar:
+        for s in range(0, len(xq), batch):
+            D, I = search(np.asarray(xq[s : s + batch], dtype=np.float32), k, **kw)  # noqa: E741
+            Ds.append(D)
+            Is.append(I)
+            bar.update(len(D))
+    return np.concatenate(Ds), np.concatenate(Is)
 
 
 def _one_line(e: BaseException) -> str:

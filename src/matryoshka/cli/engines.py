@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka.cli._common import add_common, dims_arg, progress_bar
+from matryoshka.cli._common import add_common, dims_arg, search_in_batches
 
 __all__ = ["add_export_command", "add_engine_arguments", "search_engine"]
 
@@ -133,17 +133,7 @@ def search_engine(
         raise ValueError("--ann builds a faiss stage for an index folder; engines use their own")
     with open_engine(args.engine, args.url, collection=args.collection) as engine:
         kw = {"dim": args.dim, "funnel": funnel, "exact": args.exact}
-        engine.search(np.zeros((0, xq.shape[1]), np.float32), k, **kw)  # checks, before the bar
-        Ds, Is = [], []
-        with progress_bar(len(xq), "search", args.quiet) as bar:
-            for s in range(0, len(xq), args.batch):
-                D, I = engine.search(np.asarray(xq[s : s + args.batch]), k, **kw)  # noqa: E741
-                Ds.append(D)
-                Is.append(I)
-                bar.update(len(D))
-        width = funnel[-1][1] if funnel else k
-        D = np.concatenate(Ds) if Ds else np.empty((0, width), np.float32)
-        I = np.concatenate(Is) if Is else np.empty((0, width), np.int64)  # noqa: E741
+        D, I = search_in_batches(engine.search, xq, k, args.batch, args.quiet, **kw)  # noqa: E741
         names = engine.names_of(I)
     if all(n is None for row in names for n in row):
         names = None

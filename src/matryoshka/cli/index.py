@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from matryoshka.cli._common import add_common, dims_arg, progress_bar
+from matryoshka.cli._common import add_common, dims_arg, progress_bar, search_in_batches
 from matryoshka.cli.engines import add_engine_arguments, add_export_command, search_engine
 from matryoshka.cli.index_tune import add_tune_command
 
@@ -208,20 +208,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.ann and args.ann != "saved":
         index.build_ann(args.ann, first, **_parse_params(args.ann_param))
     kw = {"dim": args.dim, "funnel": funnel, "ann": bool(args.ann)}
-    # every check of the search itself (sizes, funnel, k against the funnel, query width), on no
-    # queries at all, before the bar starts
-    index.search(np.empty((0, xq.shape[1]), np.float32), k, **kw)
-    Ds, Is = [], []
-    with progress_bar(len(xq), "search", args.quiet) as bar:
-        for s in range(0, len(xq), args.batch):
-            q = np.asarray(xq[s : s + args.batch], dtype=np.float32)
-            D, I = index.search(q, k, **kw)  # noqa: E741
-            Ds.append(D)
-            Is.append(I)
-            bar.update(len(q))
-    width = funnel[-1][1] if funnel else k
-    D = np.concatenate(Ds) if Ds else np.empty((0, width), np.float32)
-    I = np.concatenate(Is) if Is else np.empty((0, width), np.int64)  # noqa: E741
+    D, I = search_in_batches(index.search, xq, k, args.batch, args.quiet, **kw)  # noqa: E741
     names = index.names_of(I) if index.names is not None else None
     _write_results(D, I, args.out, names, query_names)
     if args.out:
