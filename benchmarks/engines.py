@@ -143,8 +143,9 @@ def _options(kind: str, funnels: list, d: int) -> dict:
     """Each engine as people deploy it: an HNSW graph at full size (the baseline) and on every
     funnel's first-stage prefix; sizes only reranked get no graph where the engine allows."""
     firsts = sorted({f[0][0] for f in funnels if f[0][0] < d})
-    if kind == "qdrant":  # without indexing_threshold, Qdrant scans vectors under ~10 MB
-        return {"graphs": [*firsts, d], "indexing_threshold": 1}  # (16 dims x 55k: 3.5 MB)
+    if kind == "qdrant":  # Qdrant's thresholds leave vectors under ~10 MB without graphs and
+        # scanned (16 dims x 55k: 3.5 MB): 1 KB builds and uses every graph
+        return {"graphs": [*firsts, d], "indexing_threshold": 1, "full_scan_threshold": 1}
     if kind == "milvus":
         return {"full_index_type": "HNSW"}
     return {"full_index": True}  # pgvector: an HNSW index on the full column too
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     _, gt = index.search(xq, 10)  # exact full-size search: the reference
     timer = _Timer(xq, gt, args.batch, args.repeat)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="engines-"))
+    work.mkdir(parents=True, exist_ok=True)
     rows, servers = [], []
     try:
         for kind in args.engines.split(","):
