@@ -143,9 +143,9 @@ def _options(kind: str, funnels: list, d: int) -> dict:
     """Each engine as people deploy it: an HNSW graph at full size (the baseline) and on every
     funnel's first-stage prefix; sizes only reranked get no graph where the engine allows."""
     firsts = sorted({f[0][0] for f in funnels if f[0][0] < d})
-    if kind == "qdrant":  # Qdrant's thresholds leave vectors under ~10 MB without graphs and
-        # scanned (16 dims x 55k: 3.5 MB): 1 KB builds and uses every graph
-        return {"graphs": [*firsts, d], "indexing_threshold": 1, "full_scan_threshold": 1}
+    if kind == "qdrant":  # Qdrant leaves vectors under ~10 MB without a graph (16 dims x 55k:
+        # 3.5 MB): build every graph, and let Qdrant choose between graph and scan as it does
+        return {"graphs": [*firsts, d], "indexing_threshold": 1}
     if kind == "milvus":
         return {"full_index_type": "HNSW"}
     return {"full_index": True}  # pgvector: an HNSW index on the full column too
