@@ -51,6 +51,7 @@ from matryoshka.index.engines.pgvector_sql import (
     vector_text,
     write_pgvector_sql,
 )
+from matryoshka.index.planner import parse_bytes
 
 __all__ = ["PgvectorIndex", "pgvector_sql", "write_pgvector_sql"]
 
@@ -271,17 +272,26 @@ class PgvectorIndex(EngineIndex):
         if self._wish["build"]:
             self.create_indexes()
 
-    def create_indexes(self) -> None:
+    def create_indexes(self, build_memory: str | int | None = "1GB") -> None:
         """Create the HNSW indexes the layout names (those missing), then ``ANALYZE``.
 
-        Building a graph over loaded rows is faster than growing it row by row; PostgreSQL's
-        ``maintenance_work_mem`` (64 MB by default) should hold the graph: about
-        ``bytes_per_vector(...)["index"]`` x rows.
+        Building a graph over loaded rows is faster than growing it row by row, and fastest
+        when PostgreSQL's ``maintenance_work_mem`` (64 MB by default) holds it: for the build,
+        this session's setting is raised to the graphs' estimated size (rows x
+        ``bytes_per_vector(...)["index"]``), at most ``build_memory`` (``"1GB"``, a number of
+        bytes, or None to keep the server's setting), and reset after.
         """
+        t = self.table
         with self._sql("create the HNSW indexes") as cur:
-            for statement in self.table.index_sql():
+            if build_memory is not None:
+                per_row = self.bytes_per_vector(t.d, t.sizes, hnsw_m=t.hnsw_m, halfvec=t.halfvec,
+                                                full_index=t.full_index)["index"]  # fmt: skip
+                want = min(parse_bytes(build_memory), 1.2 * per_row * self.count())
+                cur.execute(f"SET maintenance_work_mem = '{max(64, int(want) >> 20)}MB'")
+            for statement in t.index_sql():
                 cur.execute(statement)
-            cur.execute(f"ANALYZE {self.table.name}")
+            cur.execute("RESET maintenance_work_mem")
+            cur.execute(f"ANALYZE {t.name}")
 
     def _upsert(self, ids: np.ndarray, xb: np.ndarray, names: list[str] | None) -> None:
         stage = quote_ident(f"{self.collection}_load")
