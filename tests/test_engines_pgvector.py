@@ -282,3 +282,31 @@ def test_the_command_line_writes_the_sql_and_loads_the_database(url, tmp_path, c
     index = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     assert [r["ids"] for r in engine] == [r["ids"] for r in index]
     assert [r["names"] for r in engine] == [r["names"] for r in index]
+
+
+def test_index_builds_get_the_memory_their_graphs_need(url, monkeypatch):
+    from matryoshka.index.engines.pgvector_sql import PgTable
+
+    xb, _ = contract.data(n=2000)
+    record = (
+        "CREATE TEMP TABLE IF NOT EXISTS seen AS "
+        "SELECT current_setting('maintenance_work_mem') AS v"
+    )
+    monkeypatch.setattr(PgTable, "index_sql", lambda self: [record])  # what a build would see
+
+    def built_with(engine: PgvectorIndex, **kw) -> str:
+        engine.create_indexes(**kw)
+        (value,) = engine._conn.execute("SELECT v FROM seen").fetchone()
+        engine._conn.execute("DROP TABLE seen")
+        return value
+
+    with PgvectorIndex(url, d=64, sizes=[16], build_indexes=False) as engine:
+        engine.add(xb)
+        assert built_with(engine) == "64MB"  # 2,000 small rows: PostgreSQL's default is plenty
+        big = {"index": 100_000.0}  # graphs of 100 kB a row: 2,000 rows want 229 MB
+        monkeypatch.setattr(PgvectorIndex, "bytes_per_vector", classmethod(lambda c, *a, **k: big))
+        assert built_with(engine) == f"{int(1.2 * 100_000 * 2000) >> 20}MB"
+        assert built_with(engine, build_memory="100MB") == f"{10**8 >> 20}MB"  # the cap
+        assert built_with(engine, build_memory=None) == "64MB"  # the server's own setting
+        (after,) = engine._conn.execute("SHOW maintenance_work_mem").fetchone()
+    assert after == "64MB"  # reset once the builds are done
