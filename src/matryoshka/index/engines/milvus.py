@@ -17,7 +17,7 @@ Milvus has no nested prefetch, so a funnel ``[(m1, k1), (m2, k2), ..., (mt, k)]`
    (``rerank=``):
 
    - ``"client"`` (the default): one ``get`` of the union of the shortlists' ``m2`` field,
-     scored here with numpy exactly as Milvus scores it (cosine, ip, squared l2);
+     scored here by the index's own exact search (cosine, ip, squared l2, as Milvus scores);
    - ``"engine"``: one filtered ``search`` per query (``filter="id in [...]"``,
      ``limit=k2``) with exhaustive search parameters, so that Milvus scores every candidate
      itself and only ids and scores come back.
@@ -63,6 +63,7 @@ import numpy as np
 
 from matryoshka._optional import require
 from matryoshka.index.engines.base import EngineError, EngineIndex, Layout, check_collection
+from matryoshka.index.exact import exact_search
 
 __all__ = ["LITE_INDEX_TYPES", "RERANKS", "MilvusIndex", "field_name"]
 
@@ -434,18 +435,12 @@ class MilvusIndex(EngineIndex):
         got_ids = np.array([int(r["id"]) for r in rows], dtype=np.int64)
         V = np.empty((len(rows), m), dtype=np.float32)
         V[np.searchsorted(union, got_ids)] = np.array([r[field] for r in rows], dtype=np.float32)
-        q = np.ascontiguousarray(xq[:, :m], dtype=np.float32)
-        if self.metric == "cosine":  # as Milvus does: zero vectors stay zero
-            V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-30)
-            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
         out = []
-        for row, (got, _) in enumerate(hits):
+        for row, (got, _) in enumerate(hits):  # the index's own exact scoring of the shortlist
+            if not got:
+                out.append(([], []))
+                continue
             B = V[np.searchsorted(union, np.asarray(got, dtype=np.int64))]
-            if self.metric == "l2":
-                s = np.square(B - q[row]).sum(axis=1)
-                order = np.argsort(s, kind="stable")[:k]
-            else:
-                s = B @ q[row]
-                order = np.argsort(-s, kind="stable")[:k]
-            out.append(([got[j] for j in order], s[order].tolist()))
+            s, order = exact_search(xq[row : row + 1, :m], B, min(k, len(B)), self.metric)
+            out.append(([got[j] for j in order[0]], s[0].tolist()))
         return out
