@@ -29,30 +29,23 @@ _TARGET_HELP = (
 )
 
 
-def _sizes_for(args: argparse.Namespace, d: int) -> list[int] | None:
-    """The prefix sizes to store: ``--sizes``, else every size of ``--funnel`` below d."""
-    from matryoshka.index import parse_funnel
-
-    if args.sizes:
-        return args.sizes
-    if args.funnel:
-        return sorted({m for m, _ in parse_funnel(args.funnel, "--funnel") if m < d})
-    return None
-
-
 def _export(args: argparse.Namespace) -> int:
     """Upload an index into an engine (or write pgvector's SQL), resumably, in batches."""
-    from matryoshka.index import MatryoshkaIndex
+    from matryoshka.index import MatryoshkaIndex, parse_funnel
     from matryoshka.index.engines import engine_class
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
-    sizes = _sizes_for(args, index.d)
-    if args.out:
-        return _write_sql(args, index, sizes)
-    if not args.url:
+    if args.out and args.to != "pgvector":
+        raise ValueError(f"--out writes SQL for --to pgvector; --to {args.to} needs --url")
+    if not args.out and not args.url:
         raise ValueError(f"--to {args.to} needs --url: {_TARGET_HELP}")
+    funnel = parse_funnel(args.funnel, "--funnel") if args.funnel else None
+    index = MatryoshkaIndex.load(args.index, mmap=True, verify=not args.no_verify)
+    # the prefix sizes to store: --sizes, else every size of --funnel below d
+    sizes = args.sizes or (sorted({m for m, _ in funnel if m < index.d}) if funnel else None)
+    if args.out:
+        return _write_sql(args, index, sizes, funnel)
     cls = engine_class(args.to)
     with cls.from_index(
         index, args.url, sizes=sizes, collection=args.collection,
@@ -68,14 +61,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_sql(args: argparse.Namespace, index: Any, sizes: list[int] | None) -> int:
+def _write_sql(
+    args: argparse.Namespace, index: Any, sizes: list[int] | None, funnel: list | None
+) -> int:
     """``--to pgvector --out FILE.sql``: the schema, the data, the prefix index and the query."""
-    if args.to != "pgvector":
-        raise ValueError(f"--out writes SQL for --to pgvector; --to {args.to} needs --url")
-    from matryoshka.index import parse_funnel
     from matryoshka.index.engines.pgvector import write_pgvector_sql
 
-    funnel = parse_funnel(args.funnel, "--funnel") if args.funnel else None
     write_pgvector_sql(
         index, args.out, sizes=sizes, funnel=funnel, table=args.collection,
         batch_size=args.batch_size, progress=not args.quiet,

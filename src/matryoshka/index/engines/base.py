@@ -378,7 +378,8 @@ class EngineIndex(ABC):
         return engine
 
     def add_index(self, index: Any, batch_size: int = 1024, progress: bool = False) -> None:
-        """Upload every row of a :class:`MatryoshkaIndex`, skipping ids already stored.
+        """Upload every row of a :class:`MatryoshkaIndex`, skipping ids already stored (each
+        batch is looked up first unless the collection started empty).
 
         The index's rows are decoded to float32 (an int8 or binary index uploads its decoded
         codes) and sent as stored, already through the index's transform.
@@ -386,10 +387,10 @@ class EngineIndex(ABC):
         if index.d != self.d:
             raise EngineError(f"dimension mismatch: the index holds d={index.d}, the {self.kind} "
                               f"collection d={self.d}")  # fmt: skip
-        total = len(index)
-        with progress_bar(total=total, desc=f"export to {self.kind}", unit="vec",
+        resuming = self.count() > 0  # an empty collection: no batch needs a look-up first
+        with progress_bar(total=len(index), desc=f"export to {self.kind}", unit="vec",
                           disable=not progress) as bar:  # fmt: skip
             for ids, xb, names in index_batches(index, batch_size):
                 # an index stores its rows after its transform: they go up as they are
-                self._upload(xb, ids, names, skip_present=True, transformed=True)
+                self._upload(xb, ids, names, skip_present=resuming, transformed=True)
                 bar.update(len(ids))
