@@ -18,7 +18,13 @@ import numpy as np
 
 from matryoshka.cli._common import add_common, dims_arg, search_in_batches
 
-__all__ = ["add_export_command", "add_engine_arguments", "search_engine"]
+__all__ = [
+    "ENGINES",
+    "add_engine_arguments",
+    "add_export_command",
+    "check_engine_search",
+    "search_engine",
+]
 
 ENGINES = ("qdrant", "milvus", "pgvector")  # matryoshka.index.engines.ENGINES, without imports
 
@@ -112,16 +118,20 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exact", action="store_true", help="brute-force scoring in the engine")
 
 
+def check_engine_search(args: argparse.Namespace) -> None:
+    """``search --engine``'s flags, checked before any query is read or encoded."""
+    if args.index is not None or not args.url:
+        raise ValueError("--engine searches the engine at --url: give --url and no INDEX")
+    if args.ann or args.ann_dim or args.ann_param:
+        raise ValueError("--ann builds a faiss stage for an index folder; engines use their own")
+
+
 def search_engine(
     args: argparse.Namespace, xq: np.ndarray, k: int | None, funnel: list | None
 ) -> tuple[np.ndarray, np.ndarray, list | None]:
     """Run the search in the engine, batch by batch: ``D``, ``I`` (nq, k) and names or None."""
     from matryoshka.index.engines import open_engine
 
-    if args.index is not None or not args.url:
-        raise ValueError("--engine searches the engine at --url: give --url and no INDEX")
-    if args.ann or args.ann_dim or args.ann_param:
-        raise ValueError("--ann builds a faiss stage for an index folder; engines use their own")
     with open_engine(args.engine, args.url, collection=args.collection) as engine:
         kw = {"dim": args.dim, "funnel": funnel, "exact": args.exact}
         D, I = search_in_batches(engine.search, xq, k, args.batch, args.quiet, **kw)  # noqa: E741

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from matryoshka.cli._common import add_common, dims_arg, progress_bar, search_in_batches
-from matryoshka.cli.engines import add_engine_arguments, add_export_command, search_engine
+from matryoshka.cli.engines import (
+    ENGINES,
+    add_engine_arguments,
+    add_export_command,
+    check_engine_search,
+    search_engine,
+)
 from matryoshka.cli.index_tune import add_tune_command
 
 __all__ = ["add_index_commands"]
@@ -189,6 +195,7 @@ def _search(args: argparse.Namespace) -> int:
     funnel = parse_funnel(args.funnel, "--funnel") if args.funnel is not None else None
     k = 10 if args.k is None and funnel is None else args.k
     if args.engine:  # the funnel in Qdrant, Milvus or PostgreSQL
+        check_engine_search(args)
         xq, query_names = _queries(args)
         D, I, names = search_engine(args, xq, k, funnel)  # noqa: E741
         _write_results(D, I, args.out, names, query_names)
@@ -428,7 +435,7 @@ def _add_plan(sub: argparse._SubParsersAction, name: str, **kw: Any) -> None:
     p.add_argument("--sample", type=int, default=100_000, help="embeddings searched (default 1e5)")
     p.add_argument(
         "--engine",
-        choices=("qdrant", "milvus", "pgvector"),
+        choices=ENGINES,
         help="count what this vector engine stores (float32 rows, prefix copies)",
     )
     p.add_argument(
