@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["embed_text", "eval_text", "is_text_model", "is_text_recipe", "train_text"]
+__all__ = [
+    "add_retrieval_arguments",
+    "embed_text",
+    "eval_text",
+    "is_text_model",
+    "is_text_recipe",
+    "train_text",
+]
 
 
 def is_text_model(path: str | Path) -> bool:
@@ -107,16 +114,23 @@ def add_text_arguments(embed: argparse.ArgumentParser, evaluate: argparse.Argume
     g.add_argument("--id-column", help="the ids' column (default: _id or id, else line number)")
     g.add_argument("--title-column", help="a title column to put before each text")
     g.add_argument("--prompt", help="put before every text, e.g. 'query: '")
-    g = evaluate.add_argument_group("text models")
+    add_retrieval_arguments(evaluate.add_argument_group("text models"))
+
+
+def add_retrieval_arguments(g: argparse._ActionsContainer, exclude_self: bool = True) -> None:
+    """The flags naming retrieval data and its prompts (``eval`` and ``compare --text``):
+    ``--beir``/``--split`` or ``--corpus``/``--queries``/``--qrels``, ``--exclude-self`` (unless
+    ``exclude_self`` is False), ``--query-prompt``, ``--document-prompt``."""
     g.add_argument("--beir", help="a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)")
     g.add_argument("--split", default="test", help="with --beir: the qrels split (default test)")
     g.add_argument("--corpus", help="a corpus file (JSONL with _id, title, text; or CSV...)")
     g.add_argument("--queries", help="a queries file (JSONL with _id and text; or CSV...)")
     g.add_argument("--qrels", help="relevance judgements: query-id, corpus-id, score (TSV)")
-    g.add_argument(
-        "--exclude-self",
-        action="store_true",
-        help="the queries are documents of the corpus: none retrieves itself",
-    )
+    if exclude_self:
+        g.add_argument(
+            "--exclude-self",
+            action="store_true",
+            help="the queries are documents of the corpus: none retrieves itself",
+        )
     g.add_argument("--query-prompt", help="put before every query")
     g.add_argument("--document-prompt", help="put before every document")
