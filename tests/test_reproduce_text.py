@@ -13,6 +13,8 @@ from matryoshka.eval import read_json  # noqa: E402
 from matryoshka.experiments.funnels import funnel_table  # noqa: E402
 from matryoshka.experiments.scifact import (  # noqa: E402
     BEST_RECIPE,
+    PEER_BEST,
+    PLAIN_TITLES,
     TUNED_LR,
     ScifactConfig,
     default_recipes,
@@ -61,17 +63,18 @@ def toy_config(tmp_path, **kw) -> ScifactConfig:
 
 
 def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
-    cfg = toy_config(tmp_path)
+    cfg = toy_config(tmp_path, preset="peer")
     run = {"progress": False, "command": "matryoshka reproduce scifact"}
     out = reproduce_scifact(cfg, **run)
     methods = [r["method"] for r in out["retrieval"]]
     assert methods == [
-        "original", "pca", "plain", "mrl", "st-peer", "plain-lr", "mrl-lr", BEST_RECIPE
+        "original", "pca", "original+pca", "plain", "mrl", "st-peer", "plain-lr", "mrl-lr",
+        PEER_BEST,
     ]  # fmt: skip
-    assert out["funnel_method"] == BEST_RECIPE
-    assert out["training"][BEST_RECIPE]["pairs"] == 12 + 18  # + one (title, text) per document
+    assert out["funnel_method"] == PEER_BEST
+    assert out["training"][PEER_BEST]["pairs"] == 12 + 18  # + one (title, text) per document
     assert out["training"]["mrl-lr"]["config"]["lr"] == TUNED_LR
-    assert out["done_here"] == {"trained": methods[2:], "encoded": ["original", *methods[2:]]}
+    assert out["done_here"] == {"trained": methods[3:], "encoded": ["original", *methods[3:]]}
     assert [r["method"] for r in out["sts"]] == methods
     assert sorted(out["retrieval"][1]["dims"]) == [16]  # PCA of 18 documents: 18 components
     for r in out["retrieval"][:1] + out["retrieval"][2:]:
@@ -104,12 +107,36 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
         toy_config(tmp_path, extra_recipes=["mrl-lr:method=mrl,lr=1e-4"], default_methods=False),
         **run,
     )
-    assert [r["method"] for r in only["retrieval"]] == ["original", "pca", "mrl-lr"]
+    assert [r["method"] for r in only["retrieval"]] == ["original", "pca", "original+pca", "mrl-lr"]
     assert only["funnel_method"] == "mrl-lr" and list(only["training"]) == ["mrl-lr"]
-    recipes = default_recipes(cfg.base)
+    recipes = default_recipes(cfg.base, preset="peer")
     recipes["mrl"] = replace(recipes["mrl"], lr=1e-3)
     with pytest.raises(ValueError, match="trained with another recipe"):
         reproduce_scifact(toy_config(tmp_path, recipes=recipes), **run)
+
+
+def test_reproduce_scifact_two_phase_default(tmp_path):
+    out = reproduce_scifact(toy_config(tmp_path), progress=False)
+    methods = [r["method"] for r in out["retrieval"]]
+    assert methods == ["original", "pca", "original+pca", PLAIN_TITLES, f"{PLAIN_TITLES}+pca",
+                       BEST_RECIPE, f"{BEST_RECIPE}+pca"]  # fmt: skip
+    assert out["funnel_method"] == BEST_RECIPE
+    best = out["training"][BEST_RECIPE]["config"]
+    folder = tmp_path / "run" / "models"
+    assert best["teacher"] == str(folder / PLAIN_TITLES) and best["init"] == "pca"
+    assert best["extra"] == {"pairs": "train+titles", "negatives": "mined", "start": PLAIN_TITLES}
+    model = json.loads((folder / BEST_RECIPE / "matryoshka.json").read_text())
+    assert model["base_model"] == str(folder / PLAIN_TITLES)  # phase two starts from phase one
+    modules = json.loads((folder / BEST_RECIPE / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[1] for m in modules][-2:] == ["Dense", "Normalize"]
+    by = {r["method"]: r["dims"] for r in out["retrieval"]}
+    for name in (PLAIN_TITLES, BEST_RECIPE):  # an uncentred rotation keeps the full size
+        assert by[f"{name}+pca"][384]["ndcg@10"] == pytest.approx(by[name][384]["ndcg@10"])
+    md = (tmp_path / "docs" / "scifact.md").read_text()
+    assert "worst vs PCA of the original" in md and f"| {BEST_RECIPE} | " in md
+    assert "negatives mined, start plain-lr-titles" in md
+    assert reproduce_scifact(toy_config(tmp_path), progress=False)["done_here"] == {
+        "trained": [], "encoded": []}  # fmt: skip
 
 
 def test_funnel_table_matches_full_search_when_shortlist_is_everything():
@@ -140,6 +167,11 @@ def test_parse_recipe():
         parse_recipe("x:weights=1/heavy/1", base)
     with pytest.raises(ValueError, match="pairs must be one of"):
         parse_recipe("x:pairs=all", base)
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        parse_recipe("x:negatives=random", base)
+    _, cfg = parse_recipe("two:start=p,teacher=p,distill=1,negatives=mined,init=pca", base)
+    assert cfg.extra == {"start": "p", "negatives": "mined"} and cfg.teacher == "p"
+    assert cfg.init == "pca"
     with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
         parse_recipe("just-a-name", base)
     with pytest.raises(ValueError, match="method must be one of"):
@@ -150,8 +182,10 @@ def test_bad_recipe_fails_before_any_training(tmp_path):
     run = {"progress": False}
     with pytest.raises(ValueError, match="one value per size"):
         reproduce_scifact(toy_config(tmp_path, extra_recipes=["w:method=mrl,weights=1/1"]), **run)
-    with pytest.raises(ValueError, match="recipe name 'mrl' is taken"):
-        reproduce_scifact(toy_config(tmp_path, extra_recipes=["mrl:lr=1e-4"]), **run)
+    with pytest.raises(ValueError, match=f"recipe name '{PLAIN_TITLES}' is taken"):
+        reproduce_scifact(toy_config(tmp_path, extra_recipes=[f"{PLAIN_TITLES}:lr=1e-4"]), **run)
+    with pytest.raises(ValueError, match="starts from 'later', which is not a recipe before it"):
+        reproduce_scifact(toy_config(tmp_path, extra_recipes=["x:start=later"]), **run)
     assert not (tmp_path / "run" / "models").exists()
     with pytest.raises(ValueError, match="no recipe to train"):
         reproduce_scifact(toy_config(tmp_path, default_methods=False), **run)

@@ -20,8 +20,18 @@ def _report_only(args: argparse.Namespace) -> int:
     from matryoshka.experiments import render_cifar10, render_scifact
     from matryoshka.experiments.common import read_results
 
-    path = Path(args.results or Path(args.docs) / f"{args.dataset}.json")
-    data = read_results(path, _REQUIRED[args.dataset], f"`matryoshka reproduce {args.dataset}`")
+    made_by = f"`matryoshka reproduce {args.dataset}`"
+    if args.dataset == "scifact" and args.results and len(args.results) > 1:
+        from matryoshka.experiments.scifact_seeds import render_seeds
+
+        outs = [read_results(Path(p), _REQUIRED["scifact"], made_by) for p in args.results]
+        render_seeds(outs, args.docs)
+        print(f"wrote {args.docs}/scifact-seeds.md from {len(outs)} runs")
+        return 0
+    if args.results and len(args.results) > 1:
+        raise ValueError("several --results are summarised for scifact only")
+    path = Path(args.results[0] if args.results else Path(args.docs) / f"{args.dataset}.json")
+    data = read_results(path, _REQUIRED[args.dataset], made_by)
     render = render_cifar10 if args.dataset == "cifar10" else render_scifact
     render(data, args.docs)
     print(f"redrew {args.docs}/{args.dataset}.md and its figures from {path}")
@@ -49,6 +59,11 @@ def _scifact(args: argparse.Namespace) -> int:
         default_methods=not args.only_recipes,
         funnel_method=args.funnel_method,
         threads=args.threads,
+        model=args.model,
+        device=args.device,
+        seed=args.seed,
+        pca_after=args.pca_after,
+        preset=args.preset,
     )
     res = reproduce_scifact(cfg, progress=not args.quiet)
     print(f"wrote {args.docs}/scifact.md ({res['seconds'] / 60:.1f} min)")
@@ -87,6 +102,60 @@ def _run(args: argparse.Namespace) -> int:
     return _scifact(args) if args.dataset == "scifact" else _cifar10(args)
 
 
+def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
+    """The flags of ``reproduce scifact``."""
+    g.add_argument("--data", help="BEIR folder (default: $MATRYOSHKA_DATA/scifact)")
+    g.add_argument("--stsb", help="STS-B folder (default: $MATRYOSHKA_DATA/stsb)")
+    g.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    g.add_argument("--max-steps", type=int, help="cap on fine-tuning steps")
+    g.add_argument("--max-seq-length", type=int, default=256, help="tokens per text")
+    g.add_argument(
+        "--recipe",
+        action="append",
+        metavar="NAME:KEY=VALUE,...",
+        help="an extra fine-tuning recipe to measure (repeatable)",
+    )
+    g.add_argument(
+        "--funnel-method",
+        metavar="NAME",
+        help="whose corpus embeddings the funnels search, a method or recipe name "
+        "(default: the best recipe, mrl-lr-titles-w64-384)",
+    )
+    g.add_argument(
+        "--model",
+        metavar="PATH",
+        help="the sentence-transformers model to start from (default: the packaged "
+        "all-MiniLM-L6-v2)",
+    )
+    g.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        help="train every recipe with this seed (default: each recipe's own, 42); give each "
+        "seed its own --out and --docs",
+    )
+    g.add_argument(
+        "--pca-after",
+        action="append",
+        metavar="NAME",
+        help="also score this recipe (or 'original') after the PCA rotation of its corpus "
+        "embeddings, which keeps its full size (repeatable)",
+    )
+    g.add_argument(
+        "--preset",
+        choices=("two-phase", "peer"),
+        default="two-phase",
+        help="the default recipes: two-phase (a plain fine-tune, then the nested loss from its "
+        "PCA ordering with it as teacher and mined hard negatives) or peer (ours against "
+        "sentence-transformers' Matryoshka recipe on the same pairs and steps)",
+    )
+    g.add_argument(
+        "--only-recipes",
+        action="store_true",
+        help="train and report only the --recipe ones (with the original and PCA)",
+    )
+
+
 def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
     """Add ``reproduce`` to the ``matryoshka`` subcommands."""
     p = add_common(
@@ -115,7 +184,11 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="redraw the report and figures from --results; train and encode nothing",
     )
     p.add_argument(
-        "--results", help="with --report-only: the results JSON (default: DOCS/DATASET.json)"
+        "--results",
+        action="append",
+        help="with --report-only: the results JSON (default: DOCS/DATASET.json); scifact: give "
+        "it once per seed to write DOCS/scifact-seeds.md, the runs' means and paired "
+        "differences",
     )
     g = p.add_argument_group("cifar10")
     g.add_argument("--config", default="configs/cifar10.yaml", help="the shared recipe")
@@ -134,29 +207,7 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         metavar="M,M,...",
         help="FF sizes retrained with every seed (default: 16 and d)",
     )
-    g = p.add_argument_group("scifact")
-    g.add_argument("--data", help="BEIR folder (default: $MATRYOSHKA_DATA/scifact)")
-    g.add_argument("--stsb", help="STS-B folder (default: $MATRYOSHKA_DATA/stsb)")
-    g.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
-    g.add_argument("--max-steps", type=int, help="cap on fine-tuning steps")
-    g.add_argument("--max-seq-length", type=int, default=256, help="tokens per text")
-    g.add_argument(
-        "--recipe",
-        action="append",
-        metavar="NAME:KEY=VALUE,...",
-        help="an extra fine-tuning recipe to measure (repeatable)",
-    )
-    g.add_argument(
-        "--funnel-method",
-        metavar="NAME",
-        help="whose corpus embeddings the funnels search, a method or recipe name "
-        "(default: the best recipe, mrl-lr-titles-w64-384)",
-    )
-    g.add_argument(
-        "--only-recipes",
-        action="store_true",
-        help="train and report only the --recipe ones (with the original and PCA)",
-    )
+    _scifact_arguments(p.add_argument_group("scifact"))
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="cifar10: recipe overrides")
     threads_arg(p)
     p.set_defaults(func=_run)

@@ -19,6 +19,7 @@ import numpy as np
 
 from matryoshka._io import atomic_file, write_json
 from matryoshka.models.text import encode_texts
+from matryoshka.models.text_rotation import Rotation
 from matryoshka.train import TextTrainConfig
 from matryoshka.train.text_job import TrainedText, fit_or_reuse
 
@@ -85,11 +86,12 @@ def train_cached(
     pairs: list[tuple[str, str]],
     device: str = "cpu",
     progress: bool = True,
+    rotation: Rotation | None = None,
 ) -> TrainedText:
     """Train into ``folder`` unless a model trained with exactly ``cfg`` is there already
-    (:func:`matryoshka.train.text_job.fit_or_reuse`).
+    (:func:`matryoshka.train.text_job.fit_or_reuse`); ``rotation``: where ``cfg.init`` starts.
 
     Raises ``ValueError`` when the folder holds a model trained with another recipe.
     """
     return fit_or_reuse(folder, cfg, pairs, base_model=model_path, name=name, device=device,
-                        progress=progress)  # fmt: skip
+                        progress=progress, rotation=rotation)  # fmt: skip

@@ -31,15 +31,22 @@ from matryoshka.data.text import (
     beir_train_pairs,
     load_beir,
     load_stsb,
-    title_text_pairs,
 )
 from matryoshka.dims import validate_dims, validate_weights
 from matryoshka.eval import pca_baseline, retrieval_per_size, sts_per_size
 from matryoshka.experiments.cache import encode_cached, train_cached
 from matryoshka.experiments.common import RunClock, command_line, write_results
 from matryoshka.experiments.funnels import funnel_table
+from matryoshka.experiments.scifact_recipes import (
+    NEGATIVES,
+    PAIR_SOURCES,
+    PLAIN_TITLES,
+    check_references,
+    recipe_start,
+)
 from matryoshka.experiments.scifact_report import render_scifact
 from matryoshka.models.text import load_sentence_encoder
+from matryoshka.models.text_rotation import pca_rotation
 from matryoshka.train import TextTrainConfig, config_from_dict, config_to_dict
 
 __all__ = [
@@ -47,6 +54,9 @@ __all__ = [
     "DEFAULT_FUNNELS",
     "DIMS",
     "PAIR_SOURCES",
+    "PEER_BEST",
+    "PLAIN_TITLES",
+    "PRESETS",
     "TUNED_LR",
     "ScifactConfig",
     "best_weights",
@@ -65,13 +75,15 @@ DEFAULT_FUNNELS = (
     ((64, 200), (384, 10)),
     ((32, 400), (128, 50), (384, 10)),
 )
-PAIR_SOURCES = ("train", "train+titles")
+EXTRA_KEYS = ("pairs", "negatives", "start")
 TUNED_LR = 1e-4
-BEST_RECIPE = "mrl-lr-titles-w64-384"
+BEST_RECIPE = "mrl-two-phase"
+PEER_BEST = "mrl-lr-titles-w64-384"  # the best recipe of the peer comparison
+PRESETS = ("two-phase", "peer")
 
 
 def best_weights(dims: Sequence[int]) -> list[float]:
-    """The size weights of :data:`BEST_RECIPE`: 3 for the full size, 2 for 64, 1 for the rest.
+    """The size weights of :data:`PEER_BEST`: 3 for the full size, 2 for 64, 1 for the rest.
 
     Measured on SciFact (one seed): equal weights left the full size 1.3 points below the plain
     fine-tune at the same lr, weight 3 on it alone 1.0, and this 0.6, each keeping 91% at 64.
@@ -81,30 +93,45 @@ def best_weights(dims: Sequence[int]) -> list[float]:
 
 
 def default_recipes(
-    base: TextTrainConfig, tuned_lr: float = TUNED_LR
+    base: TextTrainConfig, tuned_lr: float = TUNED_LR, preset: str = "two-phase"
 ) -> dict[str, TextTrainConfig]:
     """What ``reproduce scifact`` trains by default, each name mapped to its recipe over ``base``.
 
+    ``preset="two-phase"`` (the default), on SciFact's train pairs plus (title, text) pairs from
+    the corpus (``extra["pairs"] = "train+titles"``) at ``tuned_lr``:
+
+    * :data:`PLAIN_TITLES`: the plain fine-tune (phase one, and the reference at full size);
+    * :data:`BEST_RECIPE`: phase two, the nested loss continued from it, its prefixes started
+      at the PCA ordering of its corpus embeddings (``init="pca"``), its full-size rankings
+      distilled into every size (``teacher``, ``distill=1``) and one hard negative per pair
+      mined from the corpus by the original model (``extra["negatives"] = "mined"``).
+
+    ``preset="peer"``, the comparison with sentence-transformers' Matryoshka recipe:
+
     * ``plain``, ``mrl``, ``st-peer``: the plain loss, ours and sentence-transformers'
       ``MatryoshkaLoss`` on ``base`` unchanged (the peer's recipe: same pairs, steps and seed);
-    * ``plain-lr``, ``mrl-lr``: the same two losses at ``tuned_lr``, the learning rate that
-      suits both on SciFact's 29 steps;
-    * :data:`BEST_RECIPE`: ours at ``tuned_lr`` with (title, abstract) pairs from the corpus
-      added to the train pairs (``extra["pairs"] = "train+titles"``), sizes weighted by
+    * ``plain-lr``, ``mrl-lr``: the same two losses at ``tuned_lr``;
+    * :data:`PEER_BEST`: ours at ``tuned_lr`` on the train and title pairs, sizes weighted by
       :func:`best_weights`.
 
-    Add variants to the returned dict to measure more recipes; ``extra["pairs"]`` is one of
-    :data:`PAIR_SOURCES`: ``"train"`` (SciFact's judged train pairs, the default) and
-    ``"train+titles"``.
+    Add variants to the returned dict to measure more recipes (:func:`parse_recipe` says
+    which ``extra`` keys there are).
     """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    titles = {**base.extra, "pairs": "train+titles"}
+    if preset == "two-phase":
+        phase2 = {**titles, "negatives": "mined", "start": PLAIN_TITLES}
+        return {
+            PLAIN_TITLES: replace(base, method="plain", lr=tuned_lr, extra=titles),
+            BEST_RECIPE: replace(base, method="mrl", lr=tuned_lr, init="pca",
+                                 teacher=PLAIN_TITLES, distill=1.0, extra=phase2),
+        }  # fmt: skip
     out = {m: replace(base, method=m) for m in ("plain", "mrl", "st-peer")}
     out["plain-lr"] = replace(base, method="plain", lr=tuned_lr)
     out["mrl-lr"] = replace(base, method="mrl", lr=tuned_lr)
     weights = best_weights(base.dims or DIMS)
-    out[BEST_RECIPE] = replace(
-        base, method="mrl", lr=tuned_lr, weights=weights,
-        extra={**base.extra, "pairs": "train+titles"},
-    )  # fmt: skip
+    out[PEER_BEST] = replace(base, method="mrl", lr=tuned_lr, weights=weights, extra=titles)
     return out
 
 
@@ -119,8 +146,10 @@ def parse_recipe(spec: str, base: TextTrainConfig) -> tuple[str, TextTrainConfig
     """A named recipe from the command line: ``NAME:KEY=VALUE,KEY=VALUE,...`` over ``base``.
 
     Keys are :class:`~matryoshka.train.TextTrainConfig` fields plus ``pairs`` (one of
-    :data:`PAIR_SOURCES`), checked by the same typed loader as every recipe; list values are
-    separated by ``/``. Example: ``mrl-w:method=mrl,weights=4/2/1/1/1/1,lr=4e-5``.
+    :data:`PAIR_SOURCES`), ``negatives`` (``mined``: one hard negative a pair from the corpus)
+    and ``start`` (a recipe before it to continue from), checked by the same typed loader as
+    every recipe; ``teacher`` may name a recipe before it; list values are separated by ``/``.
+    Example: ``mrl-w:method=mrl,weights=4/2/1/1/1/1,lr=4e-5``.
     """
     name, _, body = spec.partition(":")
     if not name or not body:
@@ -130,14 +159,13 @@ def parse_recipe(spec: str, base: TextTrainConfig) -> tuple[str, TextTrainConfig
         key, eq, value = (part.strip() for part in item.partition("="))
         if not eq or not value:
             raise ValueError(f"recipe {name!r}: expected KEY=VALUE, got {item!r}")
-        if key == "pairs":
-            if value not in PAIR_SOURCES:
-                raise ValueError(
-                    f"recipe {name!r}: pairs must be one of {PAIR_SOURCES}, got {value!r}"
-                )
-            data["extra"] = {**data["extra"], "pairs": value}
+        if key in EXTRA_KEYS:
+            choices = {"pairs": PAIR_SOURCES, "negatives": NEGATIVES}.get(key)
+            if choices is not None and value not in choices:
+                raise ValueError(f"recipe {name!r}: {key} must be one of {choices}, got {value!r}")
+            data["extra"] = {**data["extra"], key: value}
         elif key == "extra":
-            raise ValueError(f"recipe {name!r}: set extra through pairs=..., not extra=")
+            raise ValueError(f"recipe {name!r}: set extra through {'/'.join(EXTRA_KEYS)}=...")
         else:
             data[key] = _recipe_value(value)
     try:
@@ -182,27 +210,39 @@ class ScifactConfig:
     encode_batch_size: int = 64
     device: str = "cpu"
     threads: int | None = None  # CPU threads for the whole run (default: torch's)
+    seed: int | None = None  # every recipe's seed (default: each recipe's own)
+    pca_after: Sequence[str] | None = None  # also scored after PCA (default: preset's)
+    preset: str = "two-phase"  # the default recipes (:func:`default_recipes`)
 
     @property
     def dims(self) -> list[int]:
         return list(self.base.dims or DIMS)
+
+    def resolved_pca_after(self, recipes: Mapping[str, TextTrainConfig]) -> list[str]:
+        """Which methods are also scored after PCA: ``pca_after``, by default the original, the
+        plain fine-tune on the best recipe's pairs and the best recipe, where trained."""
+        if self.pca_after is not None:
+            return list(self.pca_after)
+        return ["original"] + [n for n in (PLAIN_TITLES, BEST_RECIPE) if n in recipes]
 
     def resolved_recipes(self) -> dict[str, TextTrainConfig]:
         """Every recipe to train, each checked, before any training starts."""
         if self.recipes is not None:
             recipes = dict(self.recipes)
         else:
-            recipes = default_recipes(self.base) if self.default_methods else {}
+            recipes = default_recipes(self.base, preset=self.preset) if self.default_methods else {}
         for spec in self.extra_recipes:
             name, cfg = parse_recipe(spec, self.base)
             if name in recipes:
                 raise ValueError(f"recipe name {name!r} is taken; choose another")
             recipes[name] = cfg
+        if self.seed is not None:
+            recipes = {n: replace(c, seed=self.seed) for n, c in recipes.items()}
         for cfg in recipes.values():  # fail before any training, not after an hour of it
             cfg.check()
             if cfg.method != "plain":
                 validate_weights(cfg.weights, validate_dims(cfg.dims or self.dims, self.dims[-1]))
-            _pairs(cfg.extra.get("pairs", "train"), [], {})
+        check_references(recipes)
         if not recipes:
             raise ValueError("no recipe to train: keep the default methods or add --recipe")
         return recipes
@@ -224,14 +264,6 @@ class _Data:
             "sts1": self.sts.sentences1,
             "sts2": self.sts.sentences2,
         }
-
-
-def _pairs(source: str, train_pairs: list, corpus: Mapping) -> list[tuple[str, str]]:
-    if source == "train":
-        return train_pairs
-    if source == "train+titles":
-        return train_pairs + title_text_pairs(corpus)
-    raise ValueError(f"extra['pairs'] must be one of {PAIR_SOURCES}, got {source!r}")
 
 
 class _Scorer:
@@ -260,6 +292,18 @@ class _Scorer:
             self.encoded_here.append(name)
         return got.arrays, got.seconds
 
+    def anchors(self, texts: list[str]) -> np.ndarray:
+        """The original model's (n, d) embeddings of training anchors (to mine negatives with)."""
+        seq, model = self.cfg.base.max_seq_length, self.cfg.model
+        key = {"model": str(model), "max_seq_length": seq, "data": str(self.data_dir),
+               "anchors": len(texts)}  # fmt: skip
+        got = encode_cached(
+            Path(self.cfg.out_dir) / "emb" / "original-anchors", key,
+            lambda: load_sentence_encoder(model, device=self.cfg.device, max_seq_length=seq),
+            {"anchors": texts}, **self.enc,
+        )  # fmt: skip
+        return got.arrays["anchors"]
+
     def retrieval(self, name: str, X: dict[str, np.ndarray], dims: list[int]) -> dict[str, Any]:
         """nDCG@10, recall@100 and MAP@100 of one method at every size in ``dims``."""
         t = self.data.test
@@ -271,6 +315,33 @@ class _Scorer:
         sts = self.data.sts
         r = self.retrieval(name, X, dims)
         return r, sts_per_size(X["sts1"], X["sts2"], sts.scores, dims, name)
+
+
+def _with_pca(
+    name: str, X: dict[str, np.ndarray], pca_after: Sequence[str]
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """``(name, X)``, and ``(name+pca, X rotated)`` when ``name`` is in ``pca_after``: the
+    uncentred PCA rotation of its corpus embeddings, which keeps full-size similarities (the
+    rotation a model folder can hold, :func:`~matryoshka.models.text_rotation.add_rotation`)."""
+    out = [(name, X)]
+    if name in pca_after:
+        rotation = pca_rotation(X["corpus"])
+        out.append((f"{name}+pca", {k: rotation.apply(v) for k, v in X.items()}))
+    return out
+
+
+def _baselines(
+    scorer: _Scorer, X0: dict[str, np.ndarray], dims: list[int], pca_after: Sequence[str]
+) -> tuple[list[dict], list[dict]]:
+    """(retrieval, STS) results of the original model, PCA of it and, where asked, its rotation."""
+    pb, pq, p1, p2 = pca_baseline(X0["corpus"], X0["corpus"], X0["queries"], X0["sts1"], X0["sts2"])
+    pca_dims = [m for m in dims if m <= pb.shape[1]]  # PCA has min(N, d) components
+    rows = [("original", X0, dims),
+            ("pca", {"corpus": pb, "queries": pq, "sts1": p1, "sts2": p2}, pca_dims)]  # fmt: skip
+    if "original" in pca_after:
+        rows.append(("original+pca", _with_pca("original", X0, ["original"])[1][1], dims))
+    scored = [scorer.score(name, X, sizes) for name, X, sizes in rows]
+    return [r for r, _ in scored], [s for _, s in scored]
 
 
 def _benchmark(scorer: _Scorer, X0: dict[str, np.ndarray], enc_s: dict, dims: list[int]) -> dict:
@@ -330,33 +401,32 @@ def reproduce_scifact(
     clock = RunClock()
     recipes = cfg.resolved_recipes()
     funnel_method = cfg.funnel_method or next(
-        (n for n in (BEST_RECIPE, "mrl") if n in recipes), next(iter(recipes))
+        (n for n in (BEST_RECIPE, PEER_BEST, "mrl") if n in recipes), next(iter(recipes))
     )
+    pca_after = cfg.resolved_pca_after(recipes)
     if funnel_method not in recipes and funnel_method != "original":
         raise ValueError(f"funnel_method {funnel_method!r} is not one of {list(recipes)}")
     data, data_dir, _ = _load_data(cfg)
     scorer, dims = _Scorer(cfg, data, data_dir, progress), cfg.dims
     X0, enc_s = scorer.encode("original", cfg.model)
-    r, s = scorer.score("original", X0, dims)
-    retrieval, similarity = [r], [s]
+    retrieval, similarity = _baselines(scorer, X0, dims, pca_after)
     benchmark = _benchmark(scorer, X0, enc_s, dims)
-    pb, pq, p1, p2 = pca_baseline(X0["corpus"], X0["corpus"], X0["queries"], X0["sts1"], X0["sts2"])
-    pca_dims = [m for m in dims if m <= pb.shape[1]]  # PCA has min(N, d) components
-    r, s = scorer.score("pca", {"corpus": pb, "queries": pq, "sts1": p1, "sts2": p2}, pca_dims)
-    retrieval.append(r)
-    similarity.append(s)
     training, matrices, trained_here = {}, {"original": X0}, []
+    folders: dict[str, Path] = {}
     for name, rcfg in recipes.items():
-        pairs = _pairs(rcfg.extra.get("pairs", "train"), data.train_pairs, data.test.corpus)
-        folder = Path(cfg.out_dir) / "models" / name
-        got = train_cached(name, rcfg, folder, cfg.model, pairs, cfg.device, progress)
+        start = recipe_start(rcfg, data.train_pairs, data.test, folders,
+                             lambda n: matrices[n]["corpus"], scorer.anchors)  # fmt: skip
+        folders[name] = Path(cfg.out_dir) / "models" / name
+        got = train_cached(name, start.cfg, folders[name], start.base or cfg.model, start.pairs,
+                           cfg.device, progress, start.rotation)  # fmt: skip
         if got.fresh:
             trained_here.append(name)
         training[name] = {k: got.meta[k] for k in ("config", "pairs", "steps", "seconds", "epochs")}
-        matrices[name], _ = scorer.encode(name, folder)
-        r, s = scorer.score(name, matrices[name], dims)
-        retrieval.append(r)
-        similarity.append(s)
+        matrices[name], _ = scorer.encode(name, folders[name])
+        for method, X in _with_pca(name, matrices[name], pca_after):
+            r, s = scorer.score(method, X, dims)
+            retrieval.append(r)
+            similarity.append(s)
     Xf, t = matrices[funnel_method], data.test
     out = {
         "experiment": "scifact",

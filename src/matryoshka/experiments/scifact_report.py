@@ -13,9 +13,10 @@ from typing import Any
 from matryoshka._io import write_text
 from matryoshka.eval import retention
 from matryoshka.experiments.common import number_word, try_pyplot
+from matryoshka.experiments.scifact_recipes import PLAIN_TITLES
 from matryoshka.viz import markdown_table, plot_accuracy_vs_dim, results_table, save_figure
 
-__all__ = ["render_scifact"]
+__all__ = ["quality_rows", "render_scifact"]
 
 
 def _plot(results: list[dict], funnels: list[dict], base: str, png_dir: Path) -> list[str]:
@@ -64,6 +65,11 @@ def _target_row(name: str, out: dict[str, Any], small: list[int], plains: list[s
 
 
 def _targets(out: dict[str, Any]) -> list[str]:
+    """The peer comparison's targets where the peer was trained, else the quality targets."""
+    return _peer_targets(out) if "st-peer" in out["training"] else _quality_targets(out)
+
+
+def _peer_targets(out: dict[str, Any]) -> list[str]:
     """Each Matryoshka recipe against the peer (sizes <= 128), its own retention at 64 and 32,
     and its full-size score against every plain fine-tune's."""
     by, train = {r["method"]: r["dims"] for r in out["retrieval"]}, out["training"]
@@ -74,7 +80,7 @@ def _targets(out: dict[str, Any]) -> list[str]:
     top = max(by["original"])
     small = [m for m in sorted(by["original"]) if m <= 128]
     head = ["recipe", "same pairs and steps as the peer"]
-    head += [f"vs peer @{m}" for m in small] if train.get("st-peer") else []
+    head += [f"vs peer @{m}" for m in small]
     head += ["kept @64", "kept @32"] + [f"{top} vs {n}" for n in plains]
     rows = [_target_row(n, out, small, plains) for n in ours]
     return [
@@ -85,6 +91,62 @@ def _targets(out: dict[str, Any]) -> list[str]:
         f"64 and ≥ 75% at 32 while staying within 1 point of the plain fine-tune at {top}.",
         "",
         markdown_table(head, rows, ["l", "l"] + ["r"] * (len(head) - 2)),
+    ]
+
+
+def quality_rows(
+    ndcg: dict[str, dict[int, float]], sts: dict[str, dict[int, float]], ours: list[str],
+    plain: str,
+) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+    """Each recipe in ``ours`` against PCA of the original and ``plain``'s truncation.
+
+    ``ndcg``/``sts``: method -> size -> score (0..1); PCA of the original is the better of the
+    ``pca`` and ``original+pca`` rows at each size. Returns (header, rows) in points.
+    """
+    top = max(ndcg[plain])
+    sizes = sorted(ndcg[plain])
+    pca = {m: max(ndcg[k][m] for k in ("pca", "original+pca") if m in ndcg.get(k, {}))
+           for m in sizes}  # fmt: skip
+
+    def worst(name: str, ref: dict[int, float]) -> str:
+        m = min(sizes, key=lambda m: ndcg[name][m] - ref[m])
+        return f"{100 * (ndcg[name][m] - ref[m]):+.1f} @{m}"
+
+    head = ["recipe", "worst vs PCA of the original", f"worst vs {plain}",
+            f"{top} vs {plain}", "kept @64", "kept @32", f"STS-B {top} vs {plain}"]  # fmt: skip
+    rows = []
+    for n in ours:
+        s = ndcg[n]
+        rows.append([
+            n, worst(n, pca), worst(n, ndcg[plain]), f"{100 * (s[top] - ndcg[plain][top]):+.1f}",
+            *[f"{100 * s[m] / s[top]:.1f}%" if m in s else "–" for m in (64, 32)],
+            f"{100 * (sts[n][top] - sts[plain][top]):+.1f}",
+        ])  # fmt: skip
+    return head, rows
+
+
+def _quality_targets(out: dict[str, Any]) -> list[str]:
+    """Each Matryoshka recipe against PCA of the original and the plain fine-tune's truncation."""
+    train = out["training"]
+    ours = [n for n, t in train.items() if t["config"]["method"] == "mrl"]
+    if PLAIN_TITLES not in train or not ours:
+        return []
+    ndcg = {r["method"]: {int(m): v["ndcg@10"] for m, v in r["dims"].items()}
+            for r in out["retrieval"]}  # fmt: skip
+    sts = {r["method"]: {int(m): v["spearman"] for m, v in r["dims"].items()} for r in out["sts"]}
+    head, rows = quality_rows(ndcg, sts, ours, PLAIN_TITLES)
+    top = max(ndcg[PLAIN_TITLES])
+    return [
+        "## The targets, as measured",
+        "",
+        "nDCG@10 differences in points (*worst*: the size where the recipe is furthest below; "
+        f"PCA of the original: the better of `pca` and `original+pca`); *kept* = share of the "
+        f"recipe's own {top}-dim nDCG@10. Targets: at or above PCA of the original and the plain "
+        f"fine-tune's truncation at every size, within 0.5 of the plain fine-tune at {top}, "
+        f"kept ≥ 93% at 64 and ≥ 85% at 32, STS-B at {top} no lower than the plain fine-tune's.",
+        "",
+        markdown_table(head, rows, ["l"] + ["r"] * (len(head) - 1)),
+        "",
     ]
 
 
@@ -173,6 +235,12 @@ def _training_table(out: dict[str, Any]) -> str:
         )
         if c.get("trainer", "loop") != "loop":
             recipe += f", trainer {c['trainer']}"
+        for key in ("init", "teacher"):
+            if c.get(key):
+                recipe += f", {key} {Path(c[key]).name}"
+        for key in ("negatives", "start"):
+            if key in c["extra"]:
+                recipe += f", {key} {c['extra'][key]}"
         rows.append([name, c["method"], t["pairs"], t["steps"], f"{t['seconds']:.0f}", recipe])
     header = ["method", "loss", "pairs", "steps", "seconds", "recipe"]
     return markdown_table(header, rows, "llrrrl")

@@ -50,6 +50,7 @@ from matryoshka.models.text import (
     quiet_transformers,
     require_sentence_transformers,
 )
+from matryoshka.models.text_rotation import Rotation, add_rotation, fit_model_rotation
 from matryoshka.train.cards import mark_matryoshka_config, text_card
 from matryoshka.train.config import TEXT_METHODS, TextTrainConfig
 from matryoshka.train.text_batches import check_pairs, epoch_batches, no_duplicate_batches
@@ -87,11 +88,33 @@ def _epoch_means(rows: list[dict[str, float]], epoch: int) -> dict[str, float]:
     return {"epoch": epoch, **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
 
 
+def _start(
+    model: Any,
+    pairs: list[tuple[str, ...]],
+    cfg: TextTrainConfig,
+    rotation: Rotation | None,
+    progress: bool,
+) -> Any:
+    """Put the PCA rotation into ``model`` (``cfg.init``) and load the teacher, if any."""
+    if cfg.init is not None:
+        if rotation is None:  # fitted on the documents of the pairs, each once
+            docs = list(dict.fromkeys(t for p in pairs for t in p[1:]))
+            rotation = fit_model_rotation(model, docs, center=cfg.init == "pca-centered",
+                                          progress=progress)  # fmt: skip
+        add_rotation(model, rotation)
+    if cfg.teacher is None:
+        return None
+    teacher = load_sentence_encoder(cfg.teacher, device=str(model.device), progress=progress)
+    teacher.max_seq_length = model.max_seq_length
+    return teacher.eval().requires_grad_(False)
+
+
 def fit_text(
     model: Any,
     pairs: Sequence[tuple[str, ...]],
     cfg: TextTrainConfig,
     progress: bool = True,
+    rotation: Rotation | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place on (anchor, positive[, negative]) texts, in-batch negatives.
 
@@ -107,6 +130,9 @@ def fit_text(
         ``"st-peer"`` to :func:`fit_st_trainer`.
     progress : bool
         Show a progress bar with the loss.
+    rotation : Rotation, optional
+        With ``cfg.init``: the rotation to start from (default: PCA of ``model``'s embeddings of
+        the pairs' documents, fitted here). It becomes a trained layer of the model.
 
     Returns
     -------
@@ -122,7 +148,8 @@ def fit_text(
     if cfg.max_seq_length is not None:  # otherwise the model keeps the limit it was loaded with
         model.max_seq_length = int(cfg.max_seq_length)
     total = cfg.max_steps or cfg.epochs * math.ceil(len(pairs) / cfg.batch_size)
-    step_fn = TextStepper(model, cfg, total)
+    teacher = _start(model, pairs, cfg, rotation, progress)
+    step_fn = TextStepper(model, cfg, total, teacher)
     history: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
     step, epoch, t0 = 0, 0, time.perf_counter()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "TEXT_INITS",
     "TEXT_LOSSES",
     "TEXT_METHODS",
     "TextDataConfig",
@@ -20,6 +21,7 @@ __all__ = [
 
 TEXT_METHODS = ("mrl", "plain", "st-peer")
 TEXT_LOSSES = ("in-batch", "cached")
+TEXT_INITS = ("pca", "pca-centered")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class TextTrainConfig:
     temperature: float = 0.05  # similarities / temperature (0.05 = sentence-transformers' scale 20)
     symmetric: bool = False  # also rank anchors for each positive
     distill: float = 0.0  # weight of the full-size -> prefix ranking distillation ("mrl" only)
+    teacher: str | None = None  # distil this model's full-size rankings (default: the model's own)
+    init: str | None = None  # "pca" | "pca-centered": start the prefixes at PCA's ordering
     max_seq_length: int | None = None  # tokens per text (default: the model's own limit)
     no_duplicates: bool = True
     max_grad_norm: float = 1.0
@@ -76,6 +80,12 @@ class TextTrainConfig:
             raise ValueError(f"distill must be non-negative, got {self.distill}")
         if self.distill and self.method != "mrl":
             raise ValueError(f"distill applies to method 'mrl' only, not {self.method!r}")
+        if self.teacher is not None and not self.distill:
+            raise ValueError("a teacher needs distill > 0, the weight of its rankings")
+        if self.init is not None and self.init not in TEXT_INITS:
+            raise ValueError(f"init must be one of {TEXT_INITS} or None, got {self.init!r}")
+        if self.init is not None and self.trainer == "sentence-transformers":
+            raise ValueError("init runs in our loop: use trainer 'loop' with it")
         if self.trainer not in ("loop", "sentence-transformers"):
             raise ValueError(
                 f"trainer must be 'loop' or 'sentence-transformers', got {self.trainer!r}"

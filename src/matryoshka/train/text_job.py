@@ -19,6 +19,7 @@ from matryoshka._io import check_destination
 from matryoshka.data.records import load_pairs
 from matryoshka.dims import nesting_dims
 from matryoshka.models.text import DEFAULT_BASE, load_sentence_encoder
+from matryoshka.models.text_rotation import Rotation
 from matryoshka.train.config import TextJobConfig, TextTrainConfig
 from matryoshka.train.text import TEXT_MODEL_FOLDER, fit_text, load_text_model, save_text_model
 
@@ -57,11 +58,13 @@ def fit_or_reuse(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    rotation: Rotation | None = None,
     **meta: Any,
 ) -> TrainedText:
     """Fine-tune ``base_model`` on ``pairs`` into ``folder``, unless it holds that run already.
 
-    ``meta`` (e.g. ``data``, the pairs' source) is stored in ``matryoshka.json`` and the card.
+    ``meta`` (e.g. ``data``, the pairs' source) is stored in ``matryoshka.json`` and the card;
+    ``rotation`` is the one ``cfg.init`` starts from (default: fitted on the pairs' documents).
     """
     folder = Path(folder)
     name = name or folder.name
@@ -72,7 +75,7 @@ def fit_or_reuse(
     model = load_sentence_encoder(
         base_model, device=device, max_seq_length=cfg.max_seq_length, progress=progress
     )
-    log = fit_text(model, pairs, cfg, progress=progress)
+    log = fit_text(model, pairs, cfg, progress=progress, rotation=rotation)
     # the sizes the model is meant to be cut to: a plain fine-tune is cut like the others
     dims = log["dims"] or list(cfg.dims or nesting_dims(model.get_embedding_dimension(), 16))
     base = str(base_model) if base_model is not None else DEFAULT_BASE

@@ -40,19 +40,33 @@ def embed(model: Any, texts: list[str]) -> Tensor:
     return model(features(model, texts))["sentence_embedding"]
 
 
-def distill_loss(a: Tensor, p: Tensor, dims: Sequence[int], temperature: float) -> Tensor:
-    """Mean over sizes below d of KL(full-size in-batch distribution || prefix distribution)."""
+def distill_loss(
+    a: Tensor,
+    p: Tensor,
+    dims: Sequence[int],
+    temperature: float,
+    target: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """Mean over sizes of KL(target in-batch distribution || the prefix's distribution).
+
+    ``a`` (B, d) anchors and ``p`` (P, d) candidates of the student. Without ``target``, the
+    target is the student's own full size (detached), over every smaller size; with ``target``,
+    a teacher's full-size (anchors (B, d_t), candidates (P, d_t)), over every size, the full size
+    too, so the teacher anchors it.
+    """
     d = a.shape[1]
-    full = (truncate(a, d) @ truncate(p, d).T).float() / temperature  # (B, B)
-    target = F.softmax(full.detach(), dim=-1)
+    if target is None:
+        full = (truncate(a, d) @ truncate(p, d).T).float().detach()  # (B, P)
+        sizes = [m for m in dims if m < d]
+    else:
+        ta, tp = target
+        full = (truncate(ta, ta.shape[1]) @ truncate(tp, tp.shape[1]).T).float()  # (B, P)
+        sizes = list(dims)
+    soft = F.softmax(full / temperature, dim=-1)
     terms = []
-    for m in dims:
-        if m >= d:
-            continue
-        s = (truncate(a, m) @ truncate(p, m).T).float()  # (B, B), prefixes renormalised
-        terms.append(
-            F.kl_div(F.log_softmax(s / temperature, dim=-1), target, reduction="batchmean")
-        )
+    for m in sizes:
+        s = (truncate(a, m) @ truncate(p, m).T).float()  # (B, P), prefixes renormalised
+        terms.append(F.kl_div(F.log_softmax(s / temperature, dim=-1), soft, reduction="batchmean"))
     return torch.stack(terms).mean() if terms else a.new_zeros(())
 
 
@@ -128,12 +142,14 @@ def cached_backward(
 class TextStepper:
     """The loss of one batch of columns (anchors, positives[, negatives]), then one AdamW step."""
 
-    def __init__(self, model: Any, cfg: TextTrainConfig, total: int) -> None:
+    def __init__(
+        self, model: Any, cfg: TextTrainConfig, total: int, teacher: Any | None = None
+    ) -> None:
         d = model.get_embedding_dimension()
         dims = validate_dims(cfg.dims or nesting_dims(d, start=16), d)
         self.dims = (d,) if cfg.method == "plain" else dims
         weights = validate_weights(cfg.weights, dims) if cfg.method != "plain" else (1.0,)
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.teacher = model, cfg, teacher
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         criterion = partial(
@@ -160,13 +176,24 @@ class TextStepper:
         # the peer's own order: largest size first, weights follow their sizes
         return losses.MatryoshkaLoss(model, inner, list(self.dims), list(weights))
 
-    def _ours(self, embs: list[Tensor], row: dict[str, float]) -> Tensor:
-        """The nested loss of (anchors (B, d), positives (P, d)): negatives join the positives."""
+    def _ours(
+        self, embs: list[Tensor], row: dict[str, float], taught: list[Tensor] | None = None
+    ) -> Tensor:
+        """The nested loss of (anchors (B, d), positives (P, d)): negatives join the positives.
+
+        ``taught``: the teacher's embeddings of the same columns, whose full-size rankings of
+        every candidate are distilled into every size; without one, the model's own full size
+        is distilled into the smaller sizes over the positives.
+        """
         a, p = embs[0], torch.cat(embs[1:])  # (B, d), (B or 2B, d): hard negatives appended
         loss, per_size = self.ours((a, p))  # every size sliced from the columns' passes
         row.update({f"loss@{m}": float(v) for m, v in per_size.items()})
         if self.cfg.distill:
-            kl = distill_loss(a, embs[1], self.dims, self.cfg.temperature)
+            if taught is None:
+                kl = distill_loss(a, embs[1], self.dims, self.cfg.temperature)
+            else:
+                target = (taught[0], torch.cat(taught[1:]))
+                kl = distill_loss(a, p, self.dims, self.cfg.temperature, target)
             row["distill"] = float(kl.detach())
             loss = loss + self.cfg.distill * kl
         return loss
@@ -174,14 +201,18 @@ class TextStepper:
     def __call__(self, columns: list[list[str]], row: dict[str, float]) -> float:
         """Train on one batch of text columns; per-size losses go into ``row``; the total loss."""
         cfg, model = self.cfg, self.model
+        taught = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                taught = [embed(self.teacher, col) for col in columns]  # (B, d_t) each
         if self.peer is not None:
             loss = self.peer([features(model, col) for col in columns], None)
             loss.backward()
         elif cfg.loss == "cached":
             loss = cached_backward(model, columns, cfg.mini_batch_size,
-                                   lambda embs: self._ours(embs, row))  # fmt: skip
+                                   lambda embs: self._ours(embs, row, taught))  # fmt: skip
         else:
-            loss = self._ours([embed(model, col) for col in columns], row)  # one pass a column
+            loss = self._ours([embed(model, col) for col in columns], row, taught)  # one pass each
             loss.backward()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

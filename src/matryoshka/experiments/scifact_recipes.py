@@ -1,0 +1,143 @@
+"""What a SciFact recipe trains on and starts from: its pairs (with mined hard negatives), the model
+it starts from (two phases), the rotation it starts at (PCA) and the teacher it learns from.
+
+A recipe names these in ``TextTrainConfig.extra`` (``pairs``, ``start``, ``negatives``) and in
+its ``teacher`` field; ``start`` and ``teacher`` name recipes trained before it in the same run,
+so a two-phase recipe reads ``start=plain-lr-titles,teacher=plain-lr-titles``: continue from the
+plain fine-tune and keep its full-size rankings while the prefixes learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matryoshka.data.text import BeirDataset, doc_text
+from matryoshka.models.text_rotation import Rotation, pca_rotation
+from matryoshka.train import TextTrainConfig
+from matryoshka.train.text_negatives import mine_hard_negatives
+
+__all__ = [
+    "NEGATIVES",
+    "PAIR_SOURCES",
+    "PLAIN_TITLES",
+    "RecipeStart",
+    "check_references",
+    "recipe_start",
+]
+
+PAIR_SOURCES = ("train", "train+titles")
+PLAIN_TITLES = "plain-lr-titles"  # the plain fine-tune on the best recipe's pairs (phase one)
+NEGATIVES = ("none", "mined")
+
+
+@dataclass
+class Pair:
+    """A training pair and the corpus row of its positive; ``body``: the positive is the
+    document's text without its title (a title -> text pair)."""
+
+    anchor: str
+    positive: str
+    row: int
+    body: bool
+
+
+def training_pairs(source: str, train_pairs: list[tuple[str, str]], test: BeirDataset) -> list:
+    """The recipe's pairs as :class:`Pair` (``source`` one of :data:`PAIR_SOURCES`)."""
+    if source not in PAIR_SOURCES:
+        raise ValueError(f"extra['pairs'] must be one of {PAIR_SOURCES}, got {source!r}")
+    docs = test.doc_texts()
+    row_of = {t: i for i, t in enumerate(docs)}
+    out = [Pair(a, p, row_of.get(p, -1), False) for a, p in train_pairs]
+    if source == "train+titles":
+        for i, d in enumerate(test.corpus.values()):
+            title, text = d.get("title", "").strip(), d.get("text", "").strip()
+            if title and text:
+                out.append(Pair(title, text, i, True))
+    return out
+
+
+def check_references(recipes: Mapping[str, TextTrainConfig]) -> None:
+    """Raise ``ValueError`` unless every ``start`` and recipe ``teacher`` is trained earlier."""
+    seen: list[str] = []
+    for name, cfg in recipes.items():
+        pairs = cfg.extra.get("pairs", "train")
+        if pairs not in PAIR_SOURCES:
+            raise ValueError(f"recipe {name!r}: pairs must be one of {PAIR_SOURCES}, got {pairs!r}")
+        negatives = cfg.extra.get("negatives", "none")
+        if negatives not in NEGATIVES:
+            raise ValueError(f"recipe {name!r}: negatives must be one of {NEGATIVES}")
+        start = cfg.extra.get("start")
+        if start is not None and start not in seen:
+            raise ValueError(
+                f"recipe {name!r} starts from {start!r}, which is not a recipe before it "
+                f"(recipes so far: {seen})"
+            )
+        teacher = cfg.teacher
+        if teacher is not None and teacher not in seen and not Path(teacher).exists():
+            raise ValueError(
+                f"recipe {name!r}: teacher {teacher!r} is neither a recipe before it "
+                f"({seen}) nor a model folder"
+            )
+        seen.append(name)
+
+
+@dataclass
+class RecipeStart:
+    """Everything a recipe's training needs besides its config."""
+
+    cfg: TextTrainConfig  # with a recipe teacher replaced by its folder
+    pairs: list[tuple[str, ...]]
+    base: Any  # the model to start from: a folder, or None for the experiment's model
+    rotation: Rotation | None
+
+
+def _mined(
+    pairs: list[Pair], test: BeirDataset, corpus: np.ndarray, anchors: np.ndarray, seed: int
+) -> list[tuple[str, str, str]]:
+    """Each pair with one hard negative from the corpus, in the positive's format."""
+    positives: dict[str, set[int]] = {}
+    for p in pairs:  # a query with several relevant documents must draw none of them
+        positives.setdefault(p.anchor, set()).add(p.row)
+    rows = mine_hard_negatives(anchors, corpus, [sorted(positives[p.anchor] - {-1}) for p in pairs],
+                               seed=seed)  # fmt: skip
+    docs = list(test.corpus.values())
+    neg = [docs[j].get("text", "").strip() if p.body else doc_text(docs[j])
+           for p, j in zip(pairs, rows, strict=True)]  # fmt: skip
+    return [(p.anchor, p.positive, n) for p, n in zip(pairs, neg, strict=True)]
+
+
+def recipe_start(
+    cfg: TextTrainConfig,
+    train_pairs: list[tuple[str, str]],
+    test: BeirDataset,
+    folders: Mapping[str, Path],
+    corpus_of: Callable[[str], np.ndarray],
+    anchors_of: Callable[[list[str]], np.ndarray],
+) -> RecipeStart:
+    """Resolve one recipe's pairs, start model, rotation and teacher.
+
+    ``folders``: trained recipes' folders; ``corpus_of(name)``: the (N, d) test-corpus embeddings
+    of a recipe's model (``"original"``: the starting model's), on which a rotation is fitted;
+    ``anchors_of(texts)``: the original model's embeddings of anchors, to mine negatives with.
+    """
+    pairs = training_pairs(cfg.extra.get("pairs", "train"), train_pairs, test)
+    if cfg.extra.get("negatives", "none") == "mined":
+        anchors = anchors_of(list(dict.fromkeys(p.anchor for p in pairs)))
+        index = {a: i for i, a in enumerate(dict.fromkeys(p.anchor for p in pairs))}
+        xq = anchors[[index[p.anchor] for p in pairs]]
+        texts: list[tuple[str, ...]] = _mined(pairs, test, corpus_of("original"), xq, cfg.seed)
+    else:
+        texts = [(p.anchor, p.positive) for p in pairs]
+    start = cfg.extra.get("start")
+    rotation = None
+    if cfg.init is not None:
+        rotation = pca_rotation(corpus_of(start or "original"), center=cfg.init == "pca-centered")
+    if cfg.teacher in folders:
+        cfg = replace(cfg, teacher=str(folders[cfg.teacher]))
+    base = folders[start] if start is not None else None
+    return RecipeStart(cfg, texts, base, rotation)
