@@ -127,9 +127,9 @@ def recipe_start(
     """
     pairs = training_pairs(cfg.extra.get("pairs", "train"), train_pairs, test)
     if cfg.extra.get("negatives", "none") == "mined":
-        anchors = anchors_of(list(dict.fromkeys(p.anchor for p in pairs)))
-        index = {a: i for i, a in enumerate(dict.fromkeys(p.anchor for p in pairs))}
-        xq = anchors[[index[p.anchor] for p in pairs]]
+        unique = list(dict.fromkeys(p.anchor for p in pairs))  # each anchor encoded once
+        row = {a: i for i, a in enumerate(unique)}
+        xq = anchors_of(unique)[[row[p.anchor] for p in pairs]]  # (n_pairs, d)
         texts: list[tuple[str, ...]] = _mined(pairs, test, corpus_of("original"), xq, cfg.seed)
     else:
         texts = [(p.anchor, p.positive) for p in pairs]
