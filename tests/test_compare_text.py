@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
+from text_toys import TOPICS, write_beir  # noqa: E402
+
 from matryoshka.cli import main  # noqa: E402
 from matryoshka.experiments.text_choice import choose_text_representation  # noqa: E402
 from matryoshka.experiments.text_eval import RetrievalData, load_retrieval_data  # noqa: E402
@@ -14,29 +16,13 @@ from matryoshka.models.text import encode_texts, load_sentence_encoder  # noqa: 
 from matryoshka.models.text_rotation import pca_rotation  # noqa: E402
 from matryoshka.train.text import save_text_model  # noqa: E402
 
-TOPICS = ["cats", "rain", "football", "bread", "planets", "guitars", "rivers", "chess", "tea",
-          "volcanoes", "bees", "trains"]  # fmt: skip
 ORDER = ("mrl", "pca-mrl", "pca-original")  # ties go to the earlier
 
 
 def _beir(root):
     """24 documents (two per topic), 12 queries, each judging its topic's two documents."""
-    (root / "qrels").mkdir(parents=True)
-    with open(root / "corpus.jsonl", "w") as f:
-        for i, t in enumerate(TOPICS):
-            for j, angle in enumerate(("history", "science")):
-                doc = {
-                    "_id": f"d{i}{j}",
-                    "title": f"{t} {angle}",
-                    "text": f"On the {angle} of {t}.",
-                }
-                f.write(json.dumps(doc) + "\n")
-    with open(root / "queries.jsonl", "w") as f:
-        for i, t in enumerate(TOPICS):
-            f.write(json.dumps({"_id": f"q{i}", "text": f"tell me about {t}"}) + "\n")
     rows = "".join(f"q{i}\td{i}0\t2\nq{i}\td{i}1\t1\n" for i in range(len(TOPICS)))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
-    return root
+    return write_beir(root, TOPICS, {"test": rows})
 
 
 @pytest.fixture(scope="module")

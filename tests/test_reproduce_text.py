@@ -8,6 +8,9 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
+from text_toys import TOPICS as ALL_TOPICS  # noqa: E402
+from text_toys import write_beir  # noqa: E402
+
 from matryoshka.cli import main  # noqa: E402
 from matryoshka.eval import read_json  # noqa: E402
 from matryoshka.experiments.funnels import funnel_table  # noqa: E402
@@ -24,30 +27,15 @@ from matryoshka.experiments.scifact import (  # noqa: E402
 from matryoshka.experiments.scifact_report import render_scifact  # noqa: E402
 from matryoshka.train import TextTrainConfig  # noqa: E402
 
-TOPICS = ["cats", "rain", "football", "bread", "planets", "guitars", "rivers", "chess", "tea"]
+TOPICS = ALL_TOPICS[:9]
 
 
 def toy_data(root):
     beir, sts = root / "beir", root / "stsb"
-    (beir / "qrels").mkdir(parents=True, exist_ok=True)
+    test = "".join(f"q{i}\td{i}0\t1\n" for i in range(3))
+    train = "".join(f"q{i}\td{i}{j}\t1\n" for i in range(3, 9) for j in range(2))
+    write_beir(beir, TOPICS, {"test": test, "train": train})
     sts.mkdir(exist_ok=True)
-    with open(beir / "corpus.jsonl", "w") as f:
-        for i, t in enumerate(TOPICS):
-            for j, angle in enumerate(("history", "science")):
-                doc = {
-                    "_id": f"d{i}{j}",
-                    "title": f"{t} {angle}",
-                    "text": f"On the {angle} of {t}.",
-                }
-                f.write(json.dumps(doc) + "\n")
-    with open(beir / "queries.jsonl", "w") as f:
-        for i, t in enumerate(TOPICS):
-            f.write(json.dumps({"_id": f"q{i}", "text": f"tell me about {t}"}) + "\n")
-    head = "query-id\tcorpus-id\tscore\n"
-    (beir / "qrels" / "test.tsv").write_text(head + "".join(f"q{i}\td{i}0\t1\n" for i in range(3)))
-    (beir / "qrels" / "train.tsv").write_text(
-        head + "".join(f"q{i}\td{i}{j}\t1\n" for i in range(3, 9) for j in range(2))
-    )
     rows = [f"g\tf\t2012\t{i}\t{i * 0.8:.1f}\ta {t}\tsome {t}\n" for i, t in enumerate(TOPICS[:6])]
     (sts / "sts-test.csv").write_text("".join(rows))
     return beir, sts
