@@ -1,7 +1,7 @@
 """Nested heads, the nested loss and the model that joins a backbone to a head."""
 
 from matryoshka.nn.heads import FixedFeatureHead, MatryoshkaHead
-from matryoshka.nn.loss import MatryoshkaLoss, in_batch_contrastive_loss
+from matryoshka.nn.loss import MatryoshkaLoss, clip_contrastive_loss, in_batch_contrastive_loss
 from matryoshka.nn.model import MatryoshkaModel
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "MatryoshkaHead",
     "MatryoshkaLoss",
     "MatryoshkaModel",
+    "clip_contrastive_loss",
     "in_batch_contrastive_loss",
 ]

@@ -8,7 +8,10 @@ Two ways in, both from one forward pass:
   applied to each size's slice ``outputs[:, k]``;
 * embeddings (``slice_embeddings=True``): one or more (B, d) tensors, cut to their first ``m``
   columns (and renormalised when ``normalize=True``) before the criterion sees them, e.g. anchors
-  and positives of an in-batch contrastive loss.
+  and positives of an in-batch contrastive loss, or the image and text embeddings of a dual
+  encoder with :func:`clip_contrastive_loss` (its learnable scale passed as an extra argument:
+  ``MatryoshkaLoss(clip_contrastive_loss, dims, slice_embeddings=True, normalize=True)((image,
+  text), scale)``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import Tensor, nn
 
 from matryoshka.dims import truncate, validate_dims, validate_weights
 
-__all__ = ["MatryoshkaLoss", "in_batch_contrastive_loss"]
+__all__ = ["MatryoshkaLoss", "clip_contrastive_loss", "in_batch_contrastive_loss"]
 
 
 class MatryoshkaLoss(nn.Module):
@@ -129,8 +132,45 @@ def in_batch_contrastive_loss(
     if positives.shape[0] < B:
         raise ValueError(f"need at least B={B} positives, got {positives.shape[0]}")
     scores = (anchors @ positives.T).float() / temperature  # (B, P)
-    target = torch.arange(B, device=anchors.device)
+    return _info_nce(scores, symmetric)
+
+
+def _info_nce(scores: Tensor, symmetric: bool) -> Tensor:
+    """Cross-entropy of (B, P) scores whose diagonal holds the matches (targets ``arange(B)``);
+    ``symmetric``: averaged with the cross-entropy of the (B, B) block's columns."""
+    B = scores.shape[0]
+    target = torch.arange(B, device=scores.device)
     loss = F.cross_entropy(scores, target)
     if symmetric:
         loss = 0.5 * (loss + F.cross_entropy(scores[:, :B].T, target))
     return loss
+
+
+def clip_contrastive_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """The symmetric contrastive loss of CLIP (Radford et al. 2021) and ALIGN (Jia et al. 2021).
+
+    ``logits = logit_scale * image @ text.T`` (B, B); the loss is the mean of the cross-entropy
+    over rows (image -> text) and over columns (text -> image), pair ``i`` being the match of
+    row and column ``i``; every other pair of the batch is a negative.
+
+    Parameters
+    ----------
+    image : Tensor of shape (B, m), L2-normalised
+    text : Tensor of shape (B, m), L2-normalised, row ``i`` the caption of image ``i``
+    logit_scale : scalar Tensor or float
+        The multiplier of the cosine similarities (the exponentiated learnable temperature of
+        a dual encoder, e.g. ``1 / 0.07``); gradients flow into it when it is a tensor.
+
+    Returns
+    -------
+    Tensor, scalar
+    """
+    if image.ndim != 2 or text.ndim != 2 or image.shape != text.shape:
+        raise ValueError(
+            f"image and text embeddings must both have shape (B, m), one caption per image, got "
+            f"{tuple(image.shape)} and {tuple(text.shape)}"
+        )
+    if isinstance(logit_scale, Tensor) and logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
+    logits = logit_scale * (image @ text.T).float()  # (B, B)
+    return _info_nce(logits, symmetric=True)
