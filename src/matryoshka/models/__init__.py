@@ -1,4 +1,5 @@
-"""Backbones returning (B, d) embeddings: MLP, a compact CNN, torchvision ResNets."""
+"""Backbones returning (B, d) embeddings: MLP, a compact CNN, torchvision ResNets; text encoders;
+dual encoders (an image tower and a text tower in one nested space)."""
 
 from matryoshka.models.backbones import (
     BACKBONES,
@@ -8,9 +9,23 @@ from matryoshka.models.backbones import (
     build_backbone,
     resnet,
 )
+from matryoshka.models.dual import (
+    DualEncoder,
+    build_dual_encoder,
+    load_dual_encoder,
+    nested_clip_loss,
+    save_dual_encoder,
+    text_blocks,
+)
 from matryoshka.models.text import encode_texts, load_sentence_encoder, minilm_path
 
 __all__ = [
+    "DualEncoder",
+    "build_dual_encoder",
+    "load_dual_encoder",
+    "nested_clip_loss",
+    "save_dual_encoder",
+    "text_blocks",
     "encode_texts",
     "load_sentence_encoder",
     "minilm_path",
