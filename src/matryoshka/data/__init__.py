@@ -15,6 +15,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from matryoshka.data.captions import (
+    CAPTION_FORMATS,
+    DEFAULT_TEMPLATES,
+    UNSEEN_TEMPLATES,
+    class_prompts,
+    load_captions,
+)
 from matryoshka.data.digits import load_digits_split
 from matryoshka.data.images import (
     CIFAR10_MEAN,
@@ -48,6 +55,11 @@ from matryoshka.data.text import (
 )
 
 __all__ = [
+    "CAPTION_FORMATS",
+    "DEFAULT_TEMPLATES",
+    "UNSEEN_TEMPLATES",
+    "class_prompts",
+    "load_captions",
     "TEXT_FORMATS",
     "Texts",
     "load_pairs",
