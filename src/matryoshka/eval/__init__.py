@@ -1,4 +1,5 @@
-"""Evaluation at every size from one encoded matrix: classification, 1-NN, result tables."""
+"""Evaluation at every size from one encoded matrix: classification, 1-NN, result tables,
+zero-shot classification and cross-modal recall of dual encoders."""
 
 from matryoshka.eval.adaptive import (
     adaptive_classification,
@@ -36,8 +37,16 @@ from matryoshka.eval.text import (
     spearman,
     sts_per_size,
 )
+from matryoshka.eval.zeroshot import (
+    class_embeddings_at,
+    cross_modal_recall_per_size,
+    zero_shot_per_size,
+)
 
 __all__ = [
+    "class_embeddings_at",
+    "cross_modal_recall_per_size",
+    "zero_shot_per_size",
     "pca_baseline",
     "prefix_cosine",
     "retention",
