@@ -22,7 +22,7 @@ from matryoshka.experiments.html_report import find_results, render_report, writ
 from matryoshka.viz.html import chart, json_script, png_data_uri
 
 ROOT = Path(__file__).resolve().parents[1]
-SCIFACT = ROOT / "docs" / "results" / "scifact.json"
+SCIFACT = ROOT / "docs" / "results" / "scifact-peer" / "scifact.json"  # a committed run
 
 
 class Elements(HTMLParser):
