@@ -323,11 +323,13 @@ def _with_pca(
     """``(name, X)``, and ``(name+pca, X rotated)`` when ``name`` is in ``pca_after``: the
     uncentred PCA rotation of its corpus embeddings, which keeps full-size similarities (the
     rotation a model folder can hold, :func:`~matryoshka.models.text_rotation.add_rotation`)."""
-    out = [(name, X)]
-    if name in pca_after:
-        rotation = pca_rotation(X["corpus"])
-        out.append((f"{name}+pca", {k: rotation.apply(v) for k, v in X.items()}))
-    return out
+    return [(name, X), (f"{name}+pca", _rotated(X))] if name in pca_after else [(name, X)]
+
+
+def _rotated(X: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every matrix of ``X`` turned by the uncentred PCA rotation of ``X["corpus"]``."""
+    rotation = pca_rotation(X["corpus"])
+    return {k: rotation.apply(v) for k, v in X.items()}
 
 
 def _baselines(
@@ -339,7 +341,7 @@ def _baselines(
     rows = [("original", X0, dims),
             ("pca", {"corpus": pb, "queries": pq, "sts1": p1, "sts2": p2}, pca_dims)]  # fmt: skip
     if "original" in pca_after:
-        rows.append(("original+pca", _with_pca("original", X0, ["original"])[1][1], dims))
+        rows.append(("original+pca", _rotated(X0), dims))
     scored = [scorer.score(name, X, sizes) for name, X, sizes in rows]
     return [r for r, _ in scored], [s for _, s in scored]
 
