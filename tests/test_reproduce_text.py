@@ -25,6 +25,7 @@ from matryoshka.experiments.scifact import (  # noqa: E402
     reproduce_scifact,
 )
 from matryoshka.experiments.scifact_report import render_scifact  # noqa: E402
+from matryoshka.models.text_rotation import pca_rotation  # noqa: E402
 from matryoshka.train import TextTrainConfig  # noqa: E402
 
 TOPICS = ALL_TOPICS[:9]
@@ -104,10 +105,11 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
 
 
 def test_reproduce_scifact_two_phase_default(tmp_path):
-    out = reproduce_scifact(toy_config(tmp_path), progress=False)
+    soup = f"{BEST_RECIPE}@0.25"
+    out = reproduce_scifact(toy_config(tmp_path, soups=[soup]), progress=False)
     methods = [r["method"] for r in out["retrieval"]]
     assert methods == ["original", "pca", "original+pca", PLAIN_TITLES, f"{PLAIN_TITLES}+pca",
-                       BEST_RECIPE, f"{BEST_RECIPE}+pca"]  # fmt: skip
+                       BEST_RECIPE, f"{BEST_RECIPE}+pca", soup]  # fmt: skip
     assert out["funnel_method"] == BEST_RECIPE
     best = out["training"][BEST_RECIPE]["config"]
     folder = tmp_path / "run" / "models"
@@ -123,8 +125,19 @@ def test_reproduce_scifact_two_phase_default(tmp_path):
     md = (tmp_path / "docs" / "scifact.md").read_text()
     assert "worst vs PCA of the original" in md and f"| {BEST_RECIPE} | " in md
     assert "negatives mined, start plain-lr-titles" in md
-    assert reproduce_scifact(toy_config(tmp_path), progress=False)["done_here"] == {
-        "trained": [], "encoded": []}  # fmt: skip
+    # the soup: a quarter of the way from phase two's start (plain + its rotation) to its end
+    safetensors = pytest.importorskip("safetensors.numpy")
+    start, end, mixed = (safetensors.load_file(folder / n / "model.safetensors")
+                         for n in (PLAIN_TITLES, BEST_RECIPE, soup))  # fmt: skip
+    assert mixed.keys() == end.keys()
+    for k in end:
+        assert np.abs(mixed[k] - (0.75 * start[k] + 0.25 * end[k])).max() < 1e-6, k
+    rotation = pca_rotation(np.load(tmp_path / "run" / "emb" / PLAIN_TITLES / "corpus.npy")).matrix
+    dense = [safetensors.load_file(folder / n / "3_Dense" / "model.safetensors")["linear.weight"]
+             for n in (BEST_RECIPE, soup)]  # fmt: skip
+    assert np.abs(dense[1] - (0.75 * rotation + 0.25 * dense[0])).max() < 1e-6
+    again = reproduce_scifact(toy_config(tmp_path, soups=[soup]), progress=False)
+    assert again["done_here"] == {"trained": [], "encoded": []}
 
 
 def test_funnel_table_matches_full_search_when_shortlist_is_everything():
@@ -172,6 +185,10 @@ def test_bad_recipe_fails_before_any_training(tmp_path):
         reproduce_scifact(toy_config(tmp_path, extra_recipes=["w:method=mrl,weights=1/1"]), **run)
     with pytest.raises(ValueError, match=f"recipe name '{PLAIN_TITLES}' is taken"):
         reproduce_scifact(toy_config(tmp_path, extra_recipes=[f"{PLAIN_TITLES}:lr=1e-4"]), **run)
+    with pytest.raises(ValueError, match="ALPHA in \\(0, 1\\)"):
+        reproduce_scifact(toy_config(tmp_path, soups=[f"{BEST_RECIPE}@1.5"]), **run)
+    with pytest.raises(ValueError, match="'nope' is not a recipe of this run"):
+        reproduce_scifact(toy_config(tmp_path, soups=["nope@0.5"]), **run)
     with pytest.raises(ValueError, match="starts from 'later', which is not a recipe before it"):
         reproduce_scifact(toy_config(tmp_path, extra_recipes=["x:start=later"]), **run)
     assert not (tmp_path / "run" / "models").exists()

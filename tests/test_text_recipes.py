@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from matryoshka.experiments.scifact_recipes import check_references
 from matryoshka.models.text_rotation import pca_rotation
+from matryoshka.models.text_soup import interpolate_weights
 from matryoshka.train import TextTrainConfig
 from matryoshka.train.text_negatives import mine_hard_negatives
 from matryoshka.train.text_steps import distill_loss
@@ -136,3 +137,21 @@ def test_fit_text_starts_at_the_pca_ordering_and_learns_from_a_teacher(tmp_path)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     got = model.encode(TEXTS, convert_to_numpy=True)
     assert np.abs(got - ref).max() < 1e-4  # lr 1e-12: still the rotation it started from
+
+
+def test_interpolate_weights_lies_on_the_line_from_start_to_end():
+    torch.manual_seed(0)
+    start, end = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    w0 = {k: v.clone() for k, v in start.state_dict().items()}
+    w1 = end.state_dict()
+    interpolate_weights(start, end, 0.3)
+    for k, v in start.state_dict().items():
+        assert torch.allclose(v, 0.7 * w0[k] + 0.3 * w1[k], atol=1e-7)
+    interpolate_weights(start, end, 1.0)
+    assert all(torch.equal(v, w1[k]) for k, v in start.state_dict().items())
+    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
+        interpolate_weights(start, end, 1.5)
+    with pytest.raises(ValueError, match="different modules"):
+        interpolate_weights(start, torch.nn.Sequential(end), 0.5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        interpolate_weights(start, torch.nn.Linear(5, 3), 0.5)

@@ -64,6 +64,7 @@ def _scifact(args: argparse.Namespace) -> int:
         seed=args.seed,
         pca_after=args.pca_after,
         preset=args.preset,
+        soups=args.soup or (),
     )
     res = reproduce_scifact(cfg, progress=not args.quiet)
     print(f"wrote {args.docs}/scifact.md ({res['seconds'] / 60:.1f} min)")
@@ -119,7 +120,8 @@ def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
         "--funnel-method",
         metavar="NAME",
         help="whose corpus embeddings the funnels search, a method or recipe name "
-        "(default: the best recipe, mrl-lr-titles-w64-384)",
+        "(default: the preset's best recipe: mrl-two-phase, or mrl-lr-titles-w64-384 with "
+        "--preset peer)",
     )
     g.add_argument(
         "--model",
@@ -140,6 +142,13 @@ def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
         metavar="NAME",
         help="also score this recipe (or 'original') after the PCA rotation of its corpus "
         "embeddings, which keeps its full size (repeatable)",
+    )
+    g.add_argument(
+        "--soup",
+        action="append",
+        metavar="NAME@ALPHA",
+        help="also score recipe NAME's weights moved back toward the model it started from: "
+        "start + ALPHA * (end - start), ALPHA in (0, 1); row NAME@ALPHA (repeatable)",
     )
     g.add_argument(
         "--preset",

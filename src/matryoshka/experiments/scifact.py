@@ -42,6 +42,8 @@ from matryoshka.experiments.scifact_recipes import (
     PAIR_SOURCES,
     PLAIN_TITLES,
     check_references,
+    make_soup,
+    parse_soup,
     recipe_start,
 )
 from matryoshka.experiments.scifact_report import render_scifact
@@ -213,6 +215,7 @@ class ScifactConfig:
     seed: int | None = None  # every recipe's seed (default: each recipe's own)
     pca_after: Sequence[str] | None = None  # also scored after PCA (default: preset's)
     preset: str = "two-phase"  # the default recipes (:func:`default_recipes`)
+    soups: Sequence[str] = ()  # "NAME@ALPHA": a recipe moved back toward its start (make_soup)
 
     @property
     def dims(self) -> list[int]:
@@ -255,6 +258,11 @@ class _Data:
     test: BeirDataset
     train_pairs: list[tuple[str, str]]
     sts: StsPairs
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"corpus": len(self.test.corpus), "queries": len(self.test.queries),
+                "train_pairs": len(self.train_pairs), "sts": len(self.sts)}  # fmt: skip
 
     @property
     def texts(self) -> dict[str, list[str]]:
@@ -375,6 +383,15 @@ def _same_as_peer(recipes: dict[str, TextTrainConfig], matrices: dict[str, dict]
     return float(np.abs(matrices["mrl"]["corpus"] - matrices["st-peer"]["corpus"]).max())
 
 
+def _soups(specs: Sequence[str], recipes: Mapping[str, TextTrainConfig]) -> dict[str, list]:
+    """``["NAME@ALPHA", ...]`` -> ``{NAME: [ALPHA, ...]}``, each checked (:func:`parse_soup`)."""
+    soups: dict[str, list[float]] = {}
+    for spec in specs:
+        name, alpha = parse_soup(spec, recipes)
+        soups.setdefault(name, []).append(alpha)
+    return soups
+
+
 def _load_data(cfg: ScifactConfig) -> tuple[_Data, Path, Path]:
     data_dir = Path(cfg.data_dir) if cfg.data_dir is not None else default_data_root("scifact")
     stsb_dir = Path(cfg.stsb_dir) if cfg.stsb_dir is not None else default_data_root("stsb")
@@ -406,8 +423,10 @@ def reproduce_scifact(
         (n for n in (BEST_RECIPE, PEER_BEST, "mrl") if n in recipes), next(iter(recipes))
     )
     pca_after = cfg.resolved_pca_after(recipes)
-    if funnel_method not in recipes and funnel_method != "original":
-        raise ValueError(f"funnel_method {funnel_method!r} is not one of {list(recipes)}")
+    soups = _soups(cfg.soups, recipes)  # checked before any training
+    rows = [*recipes, *(f"{n}@{a:g}" for n, alphas in soups.items() for a in alphas)]
+    if funnel_method not in rows and funnel_method != "original":
+        raise ValueError(f"funnel_method {funnel_method!r} is not one of {rows}")
     data, data_dir, _ = _load_data(cfg)
     scorer, dims = _Scorer(cfg, data, data_dir, progress), cfg.dims
     X0, enc_s = scorer.encode("original", cfg.model)
@@ -425,21 +444,22 @@ def reproduce_scifact(
             trained_here.append(name)
         training[name] = {k: got.meta[k] for k in ("config", "pairs", "steps", "seconds", "epochs")}
         matrices[name], _ = scorer.encode(name, folders[name])
-        for method, X in _with_pca(name, matrices[name], pca_after):
-            r, s = scorer.score(method, X, dims)
-            retrieval.append(r)
-            similarity.append(s)
+        for alpha in soups.get(name, []):
+            row = f"{name}@{alpha:g}"
+            folders[row] = make_soup(Path(cfg.out_dir) / "models" / row, folders[name], start,
+                                     cfg.model, alpha, cfg.device, progress)  # fmt: skip
+            matrices[row], _ = scorer.encode(row, folders[row])
+        for row in (n for n in matrices if n == name or n.startswith(f"{name}@")):
+            for method, X in _with_pca(row, matrices[row], pca_after):
+                r, s = scorer.score(method, X, dims)
+                retrieval.append(r)
+                similarity.append(s)
     Xf, t = matrices[funnel_method], data.test
     out = {
         "experiment": "scifact",
         "command": command or command_line(),
         "max_seq_length": cfg.base.max_seq_length,
-        "counts": {
-            "corpus": len(t.corpus),
-            "queries": len(t.queries),
-            "train_pairs": len(data.train_pairs),
-            "sts": len(data.sts),
-        },  # fmt: skip
+        "counts": data.counts,
         "retrieval": retrieval,
         "sts": similarity,
         "funnel_method": funnel_method,

@@ -5,10 +5,15 @@ A recipe names these in ``TextTrainConfig.extra`` (``pairs``, ``start``, ``negat
 its ``teacher`` field; ``start`` and ``teacher`` name recipes trained before it in the same run,
 so a two-phase recipe reads ``start=plain-lr-titles,teacher=plain-lr-titles``: continue from the
 plain fine-tune and keep its full-size rankings while the prefixes learn.
+
+A soup ``NAME@ALPHA`` is recipe ``NAME``'s model moved ``1 - ALPHA`` of the way back toward the
+model it started from (with the rotation it started at): :func:`make_soup`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,9 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from matryoshka._io import sha256_file
 from matryoshka.data.text import BeirDataset, doc_text
-from matryoshka.models.text_rotation import Rotation, pca_rotation
+from matryoshka.models.text import load_sentence_encoder
+from matryoshka.models.text_rotation import Rotation, add_rotation, pca_rotation
+from matryoshka.models.text_soup import interpolate_weights
 from matryoshka.train import TextTrainConfig
+from matryoshka.train.text import save_text_model
 from matryoshka.train.text_negatives import mine_hard_negatives
 
 __all__ = [
@@ -27,6 +36,8 @@ __all__ = [
     "PLAIN_TITLES",
     "RecipeStart",
     "check_references",
+    "make_soup",
+    "parse_soup",
     "recipe_start",
 ]
 
@@ -141,3 +152,50 @@ def recipe_start(
         cfg = replace(cfg, teacher=str(folders[cfg.teacher]))
     base = folders[start] if start is not None else None
     return RecipeStart(cfg, texts, base, rotation)
+
+
+def parse_soup(spec: str, recipes: Mapping[str, TextTrainConfig]) -> tuple[str, float]:
+    """``"NAME@ALPHA"`` -> ``(NAME, ALPHA)``: a recipe of ``recipes`` and a share in (0, 1)."""
+    name, sep, value = spec.rpartition("@")
+    try:
+        alpha = float(value) if sep and name else math.nan
+    except ValueError:
+        alpha = math.nan
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"a soup is NAME@ALPHA with ALPHA in (0, 1), e.g. mrl-two-phase@0.5; "
+                         f"got {spec!r}")  # fmt: skip
+    if name not in recipes:
+        raise ValueError(f"soup {spec!r}: {name!r} is not a recipe of this run ({list(recipes)})")
+    return name, alpha
+
+
+def make_soup(
+    folder: Path,
+    end: Path,
+    start: RecipeStart,
+    model: Any,
+    alpha: float,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Save ``W_start + alpha (W_end - W_start)`` into ``folder``; reused when it is there.
+
+    ``end``: a recipe's trained folder; ``start``: what it started from (its ``base`` folder, or
+    ``model`` when None, with its ``rotation`` added), as :func:`recipe_start` resolved it.
+    """
+    base = start.base if start.base is not None else model
+    key = {"end": str(end), "end_sha256": sha256_file(Path(end) / "model.safetensors"),
+           "start": str(base), "alpha": alpha}  # fmt: skip
+    meta_path = Path(folder) / "matryoshka.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("soup") == key:
+        return Path(folder)
+    seq = start.cfg.max_seq_length
+    mixed = load_sentence_encoder(base, device=device, max_seq_length=seq, progress=progress)
+    if start.rotation is not None:
+        add_rotation(mixed, start.rotation)
+    interpolate_weights(mixed, load_sentence_encoder(end, device=device, max_seq_length=seq,
+                                                     progress=progress), alpha)  # fmt: skip
+    meta = json.loads((Path(end) / "matryoshka.json").read_text())
+    info = {k: meta[k] for k in ("method", "base_model", "config") if k in meta}
+    return save_text_model(mixed, folder, meta["dims"], overwrite=True, progress=progress,
+                           name=Path(folder).name, soup=key, **info)  # fmt: skip
