@@ -34,6 +34,7 @@ EXTRAS = {
     "pymilvus": "milvus",
     "milvus_lite": "milvus",
     "psycopg": "pgvector",
+    "open_clip": "clip",
 }
 
 

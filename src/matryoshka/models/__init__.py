@@ -12,6 +12,7 @@ from matryoshka.models.backbones import (
 from matryoshka.models.dual import (
     DualEncoder,
     build_dual_encoder,
+    build_open_clip_dual_encoder,
     load_dual_encoder,
     nested_clip_loss,
     save_dual_encoder,
@@ -22,6 +23,7 @@ from matryoshka.models.text import encode_texts, load_sentence_encoder, minilm_p
 __all__ = [
     "DualEncoder",
     "build_dual_encoder",
+    "build_open_clip_dual_encoder",
     "load_dual_encoder",
     "nested_clip_loss",
     "save_dual_encoder",

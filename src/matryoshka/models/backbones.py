@@ -195,9 +195,12 @@ def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
     """The backbone's blocks from input to output, for unfreezing the last ``k`` when fine-tuning.
 
     ResNets: stem, ``layer1``, ``layer2``, ``layer3``, ``layer4`` with the projection.
-    SmallCNN: its three stages, the last with the projection. Other modules: every sub-module
-    that holds parameters of its own, in order.
+    SmallCNN: its three stages, the last with the projection. A module with a ``blocks()``
+    method (an open_clip image tower): its list. Other modules: every sub-module that holds
+    parameters of its own, in order.
     """
+    if callable(getattr(backbone, "blocks", None)):
+        return list(backbone.blocks())
     if isinstance(backbone, _ResNetBackbone):
         net = backbone.net
         stem = nn.ModuleList([net.conv1, net.bn1])

@@ -40,6 +40,7 @@ __all__ = [
     "DUAL_ENCODER_FOLDER",
     "DualEncoder",
     "build_dual_encoder",
+    "build_open_clip_dual_encoder",
     "load_dual_encoder",
     "nested_clip_loss",
     "save_dual_encoder",
@@ -52,8 +53,10 @@ TEXT_DIR = "text"
 FORMAT = "matryoshka-dual-encoder"
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of the learnable scale
 DUAL_ENCODER_FOLDER = FolderKind(
-    "matryoshka dual encoder", CONFIG, fmt=FORMAT, names=r"model\.safetensors|config\.json|text"
-)
+    "matryoshka dual encoder", CONFIG, fmt=FORMAT,
+    names=r"model\.safetensors|config\.json|text|open_clip",
+)  # fmt: skip
+OPEN_CLIP_DIR = "open_clip"  # an open_clip model's configuration, for open_clip's local-dir
 TOWERS = ("image", "text")
 
 
@@ -61,9 +64,12 @@ def text_blocks(text_tower: Any) -> list[nn.Module]:
     """The text tower's blocks from input to output, for unfreezing the last ``k``.
 
     A sentence-transformers model over a BERT-like transformer (all-MiniLM-L6-v2): the token
-    embeddings, then each transformer layer. Other models: every sub-module that holds parameters
-    of its own, in order.
+    embeddings, then each transformer layer. A tower with a ``blocks()`` method (an open_clip
+    text tower): its list. Other models: every sub-module that holds parameters of its own, in
+    order.
     """
+    if callable(getattr(text_tower, "blocks", None)):
+        return list(text_tower.blocks())
     first = next(iter(text_tower.children()), None)
     auto = getattr(first, "auto_model", None)
     layers = getattr(getattr(auto, "encoder", None), "layer", None)
@@ -86,8 +92,10 @@ class DualEncoder(nn.Module):
     ----------
     image_tower : nn.Module
         x (B, ...) -> (B, image_features).
-    text_tower : SentenceTransformer
-        list of B strings -> (B, text_features) sentence embeddings.
+    text_tower : SentenceTransformer or OpenClipTextTower
+        list of B strings -> (B, text_features) sentence embeddings (a module with
+        ``tokenize``, ``get_embedding_dimension`` and a forward returning
+        ``{"sentence_embedding": ...}``).
     d : int
         The shared embedding size.
     image_features : int, optional
@@ -100,7 +108,11 @@ class DualEncoder(nn.Module):
         exponential is clamped at 100 as in CLIP.
     image_spec : dict, optional
         ``{"backbone": name, "kwargs": {...}}``: how to rebuild the image tower with
-        :func:`~matryoshka.models.build_backbone` (what :func:`save_dual_encoder` needs).
+        :func:`~matryoshka.models.build_backbone` (what :func:`save_dual_encoder` needs), or
+        ``{"open_clip": model_cfg}`` for both towers of an open_clip model.
+    identity_projections : bool
+        Start both projections at the identity (each tower's output already is the shared
+        embedding: a pretrained CLIP); needs ``image_features == text_features == d``.
     """
 
     def __init__(
@@ -112,6 +124,7 @@ class DualEncoder(nn.Module):
         dims: Sequence[int] | None = None,
         temperature: float = 0.07,
         image_spec: dict[str, Any] | None = None,
+        identity_projections: bool = False,
     ) -> None:
         super().__init__()
         image_features = image_features or getattr(image_tower, "d", None)
@@ -126,6 +139,15 @@ class DualEncoder(nn.Module):
         self.text_tower = text_tower
         self.image_proj = nn.Linear(int(image_features), self.d)
         self.text_proj = nn.Linear(int(text_features), self.d)
+        if identity_projections:
+            if not self.d == image_features == text_features:
+                raise ValueError(
+                    f"identity projections need both towers' outputs of size d={self.d}, got "
+                    f"image {image_features} and text {text_features}"
+                )
+            for proj in (self.image_proj, self.text_proj):
+                nn.init.eye_(proj.weight)
+                nn.init.zeros_(proj.bias)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         self.image_features, self.text_features = int(image_features), int(text_features)
         self.image_spec = dict(image_spec) if image_spec is not None else None
@@ -264,6 +286,28 @@ def build_dual_encoder(
     return model.to(device)
 
 
+def build_open_clip_dual_encoder(
+    arch: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    dims: Sequence[int] | None = None,
+    device: str = "cpu",
+) -> DualEncoder:
+    """A dual encoder over both towers of an open_clip model (see
+    :mod:`matryoshka.models.open_clip_towers`): ``arch`` a built-in name or a folder with
+    ``open_clip_config.json``, ``weights`` a local checkpoint file (None: random weights).
+
+    ``d`` is the model's ``embed_dim``; the projections start at the identity and the
+    temperature at the checkpoint's, so the untouched model embeds as the checkpoint does.
+    """
+    from matryoshka.models.open_clip_towers import build_open_clip_towers, open_clip_config
+
+    image, text, temperature = build_open_clip_towers(arch, weights, device=device)
+    spec = {"open_clip": open_clip_config(arch)[1]}
+    model = DualEncoder(image, text, image.d, image.d, dims, temperature, spec,
+                        identity_projections=True)  # fmt: skip
+    return model.to(device)
+
+
 def save_dual_encoder(
     model: DualEncoder, path: str | os.PathLike, overwrite: bool = False, **meta: Any
 ) -> Path:
@@ -280,10 +324,11 @@ def save_dual_encoder(
             "the image tower cannot be rebuilt from a name: build the model with "
             "build_dual_encoder, or give DualEncoder image_spec={'backbone': ..., 'kwargs': ...}"
         )
+    open_clip = "open_clip" in model.image_spec  # both towers' weights go to model.safetensors
     tensors = {
         k: v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
-        if not k.startswith("text_tower.")
+        if open_clip or not k.startswith("text_tower.")
     }
     info = {
         "format": FORMAT,
@@ -291,15 +336,40 @@ def save_dual_encoder(
         "d": model.d,
         "dims": list(model.dims),
         "image": {**model.image_spec, "features": model.image_features},
-        "text": {"path": TEXT_DIR, "features": model.text_features},
+        "text": {
+            "path": OPEN_CLIP_DIR if open_clip else TEXT_DIR,
+            "features": model.text_features,
+        },  # fmt: skip
         **meta,
     }
     with atomic_dir(path, DUAL_ENCODER_FOLDER, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS))
-        with quiet_transformers():
-            model.text_tower.save(str(tmp / TEXT_DIR))
+        if open_clip:  # the architecture, rebuilt by open_clip's local-dir on loading
+            (tmp / OPEN_CLIP_DIR).mkdir()
+            config = {"model_cfg": model.image_spec["open_clip"]}
+            (tmp / OPEN_CLIP_DIR / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+        else:
+            with quiet_transformers():
+                model.text_tower.save(str(tmp / TEXT_DIR))
         (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
     return Path(path)
+
+
+def _rebuild(path: Path, info: dict[str, Any], device: str) -> DualEncoder:
+    """The architecture ``config.json`` describes (open_clip towers at random weights, or a
+    backbone and the saved sentence-transformers text tower)."""
+    image = info["image"]
+    if "open_clip" in image:
+        from matryoshka.models.open_clip_towers import build_open_clip_towers
+
+        img, text, _ = build_open_clip_towers(path / info["text"]["path"], device=device)
+        spec = {"open_clip": image["open_clip"]}
+        return DualEncoder(img, text, info["d"], image["features"], info["dims"], image_spec=spec)
+    image_tower = build_backbone(image["backbone"], image["features"], **image.get("kwargs", {}))
+    text_tower = load_sentence_encoder(path / info["text"]["path"], device=device, progress=False)
+    spec = {"backbone": image["backbone"], "kwargs": image.get("kwargs", {})}
+    return DualEncoder(image_tower, text_tower, info["d"], image["features"], info["dims"],
+                       image_spec=spec)  # fmt: skip
 
 
 def load_dual_encoder(path: str | os.PathLike, device: str = "cpu") -> tuple[DualEncoder, dict]:
@@ -317,15 +387,10 @@ def load_dual_encoder(path: str | os.PathLike, device: str = "cpu") -> tuple[Dua
     info = json.loads(cfg_path.read_text())
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{cfg_path} is not the config of a matryoshka dual encoder")
-    image = info["image"]
-    image_tower = build_backbone(image["backbone"], image["features"], **image.get("kwargs", {}))
-    text_tower = load_sentence_encoder(path / info["text"]["path"], device=device, progress=False)
-    spec = {"backbone": image["backbone"], "kwargs": image.get("kwargs", {})}
-    model = DualEncoder(
-        image_tower, text_tower, info["d"], image["features"], info["dims"], image_spec=spec
-    )
+    model = _rebuild(path, info, device)
     missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
-    missing = [k for k in missing if not k.startswith("text_tower.")]
+    if "open_clip" not in info["image"]:  # the text tower's weights are in its own folder
+        missing = [k for k in missing if not k.startswith("text_tower.")]
     if missing or unexpected:
         raise ValueError(
             f"{path / WEIGHTS} does not fit {cfg_path}: missing {missing[:3]}, "
