@@ -51,6 +51,25 @@ def test_clip_loss_matches_its_formula():
         assert abs(float(got) - _clip_by_hand(image, text, float(scale))) < 1e-6
 
 
+def test_clip_loss_with_labels_spreads_each_target_over_its_matches():
+    g = torch.Generator().manual_seed(3)
+    image, text = _unit(torch.randn(5, 8, generator=g)), _unit(torch.randn(5, 8, generator=g))
+    labels = torch.tensor([0, 1, 0, 2, 0])
+    S = 10.0 * (image.double() @ text.double().T)  # (5, 5)
+    want = 0.0
+    for A in (S, S.T):  # image -> text rows, then text -> image
+        for i in range(5):
+            matches = [j for j in range(5) if labels[j] == labels[i]]
+            logz = math.log(sum(math.exp(float(v)) for v in A[i]))
+            want += sum(logz - float(A[i, j]) for j in matches) / len(matches) / 5
+    got = clip_contrastive_loss(image, text, 10.0, labels)
+    assert abs(float(got) - want / 2) < 1e-6
+    distinct = clip_contrastive_loss(image, text, 10.0, torch.arange(5))
+    assert abs(float(distinct) - _clip_by_hand(image, text, 10.0)) < 1e-6
+    with pytest.raises(ValueError, match="labels must have shape"):
+        clip_contrastive_loss(image, text, 10.0, torch.arange(4))
+
+
 def test_nested_clip_loss_is_the_weighted_mean_of_the_formula_per_size():
     g = torch.Generator().manual_seed(2)
     image, text = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)

@@ -237,6 +237,7 @@ def nested_clip_loss(
     texts: Sequence[str],
     dims: Sequence[int] | None = None,
     weights: Sequence[float] | None = None,
+    labels: Tensor | None = None,
 ) -> tuple[Tensor, dict[int, Tensor]]:
     """The contrastive loss at every renormalised prefix of one forward pass of B pairs.
 
@@ -248,6 +249,8 @@ def nested_clip_loss(
     dims : sizes to apply the loss at (default the model's ``dims``; ``[m]`` alone trains a
         fixed-feature model of size m)
     weights : one non-negative weight per size (default all 1)
+    labels : Tensor of shape (B,), optional; pairs with equal labels all match (captions made
+        from class names; see :func:`~matryoshka.nn.clip_contrastive_loss`)
 
     Returns
     -------
@@ -262,7 +265,7 @@ def nested_clip_loss(
         slice_embeddings=True,
         normalize=True,
     )
-    return loss((image, text), model.logit_scale())
+    return loss((image, text), model.logit_scale(), labels)
 
 
 def build_dual_encoder(

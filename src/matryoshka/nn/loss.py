@@ -146,7 +146,9 @@ def _info_nce(scores: Tensor, symmetric: bool) -> Tensor:
     return loss
 
 
-def clip_contrastive_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float) -> Tensor:
+def clip_contrastive_loss(
+    image: Tensor, text: Tensor, logit_scale: Tensor | float, labels: Tensor | None = None
+) -> Tensor:
     """The symmetric contrastive loss of CLIP (Radford et al. 2021) and ALIGN (Jia et al. 2021).
 
     ``logits = logit_scale * image @ text.T`` (B, B); the loss is the mean of the cross-entropy
@@ -160,6 +162,11 @@ def clip_contrastive_loss(image: Tensor, text: Tensor, logit_scale: Tensor | flo
     logit_scale : scalar Tensor or float
         The multiplier of the cosine similarities (the exponentiated learnable temperature of
         a dual encoder, e.g. ``1 / 0.07``); gradients flow into it when it is a tensor.
+    labels : Tensor of shape (B,), optional
+        Pairs whose labels are equal are all matches (captions made from class names, where a
+        batch holds several images of a class: UniCL, Yang et al. 2022,
+        https://arxiv.org/abs/2204.03610): each row's and each column's target is spread
+        evenly over its matches instead of one-hot. None: only pair ``i`` matches ``i``.
 
     Returns
     -------
@@ -173,4 +180,12 @@ def clip_contrastive_loss(image: Tensor, text: Tensor, logit_scale: Tensor | flo
     if isinstance(logit_scale, Tensor) and logit_scale.numel() != 1:
         raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
     logits = logit_scale * (image @ text.T).float()  # (B, B)
-    return _info_nce(logits, symmetric=True)
+    if labels is None:
+        return _info_nce(logits, symmetric=True)
+    if labels.shape != (image.shape[0],):
+        raise ValueError(f"labels must have shape ({image.shape[0]},), got {tuple(labels.shape)}")
+    match = (labels[:, None] == labels[None, :]).float()  # (B, B), symmetric, diagonal 1
+    target = match / match.sum(dim=1, keepdim=True)
+    rows = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    cols = -(target * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return 0.5 * (rows + cols)
