@@ -25,6 +25,7 @@ from matryoshka.train.config import (
 )
 from matryoshka.train.data import DataSplits, load_data, load_holdout, resolve_data
 from matryoshka.train.device import resolve_device
+from matryoshka.train.dual import DualTrainConfig, fit_dual
 from matryoshka.train.folder import folder_recipe, recipe_yaml
 from matryoshka.train.loop import is_complete, train
 from matryoshka.train.text import (
@@ -37,6 +38,8 @@ from matryoshka.train.text import (
 from matryoshka.train.text_job import fit_or_reuse, run_text_job
 
 __all__ = [
+    "DualTrainConfig",
+    "fit_dual",
     "TEXT_METHODS",
     "DataConfig",
     "TextDataConfig",
