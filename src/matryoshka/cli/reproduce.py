@@ -1,4 +1,5 @@
-"""``matryoshka reproduce cifar10|scifact``: the reproductions, and their reports redrawn alone."""
+"""``matryoshka reproduce cifar10|cifar10-text|scifact``: the reproductions, and their reports
+redrawn alone."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ __all__ = ["add_reproduce_command"]
 _REQUIRED = {
     "cifar10": ("comparison", "finetune", "adaptive", "config"),
     "scifact": ("retrieval", "sts", "funnels", "training"),
+    "cifar10-text": ("zero_shot", "retrieval", "funnels", "training", "config"),
 }
 
 
 def _report_only(args: argparse.Namespace) -> int:
     from matryoshka.experiments import render_cifar10, render_scifact
+    from matryoshka.experiments.cifar10_text_report import render_cifar10_text
     from matryoshka.experiments.common import read_results
 
     made_by = f"`matryoshka reproduce {args.dataset}`"
@@ -32,7 +35,8 @@ def _report_only(args: argparse.Namespace) -> int:
         raise ValueError("several --results are summarised for scifact only")
     path = Path(args.results[0] if args.results else Path(args.docs) / f"{args.dataset}.json")
     data = read_results(path, _REQUIRED[args.dataset], made_by)
-    render = render_cifar10 if args.dataset == "cifar10" else render_scifact
+    render = {"cifar10": render_cifar10, "scifact": render_scifact,
+              "cifar10-text": render_cifar10_text}[args.dataset]  # fmt: skip
     render(data, args.docs)
     print(f"redrew {args.docs}/{args.dataset}.md and its figures from {path}")
     return 0
@@ -44,7 +48,7 @@ def _scifact(args: argparse.Namespace) -> int:
 
     base = TextTrainConfig(
         dims=list(DIMS),
-        epochs=args.epochs,
+        epochs=args.epochs or 1,
         max_steps=args.max_steps,
         max_seq_length=args.max_seq_length,
     )
@@ -97,17 +101,75 @@ def _cifar10(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cifar10_text(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from matryoshka.experiments.cifar10_text import Cifar10TextConfig, reproduce_cifar10_text
+
+    cfg = Cifar10TextConfig(
+        data_dir=args.data, out_dir=args.out or "runs/cifar10-text", docs_dir=args.docs,
+        device=args.device, ff=not args.no_ff, open_clip=args.open_clip,
+        open_clip_weights=args.open_clip_weights, text_model=args.model,
+        train_limit=args.train_limit, test_limit=args.test_limit,
+    )  # fmt: skip
+    if args.dims:
+        cfg = replace(cfg, dims=args.dims, d=args.dims[-1])
+    train = {"epochs": args.epochs, "max_steps": args.max_steps, "seed": args.seed}
+    cfg.train = replace(cfg.train, **{k: v for k, v in train.items() if v is not None})
+    cfg.train.check()
+    run = lambda: reproduce_cifar10_text(cfg, progress=not args.quiet)  # noqa: E731
+    if args.threads is not None:
+        from matryoshka._runtime import threads_for, torch_threads
+
+        with torch_threads(threads_for(0, args.threads)):
+            res = run()
+    else:
+        res = run()
+    print(f"wrote {args.docs}/cifar10-text.md ({res['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _cifar10_text_arguments(g: argparse._ArgumentGroup) -> None:
+    """The flags only ``reproduce cifar10-text`` reads (it also reads --data, --epochs,
+    --max-steps, --model, --device and --seed)."""
+    g.add_argument("--no-ff", action="store_true", help="skip the fixed-size models")
+    g.add_argument(
+        "--open-clip",
+        metavar="ARCH",
+        help="fine-tune both towers of this open_clip architecture (a built-in name such as "
+        "ViT-B-32, or a folder with open_clip_config.json) instead: the GPU path",
+    )
+    g.add_argument(
+        "--open-clip-weights", metavar="FILE", help="its weights: a local checkpoint file"
+    )
+    g.add_argument(
+        "--dims", type=dims_arg, metavar="M,M,...",
+        help="nested sizes, the last one d (default 8,16,32,64,128; an open_clip model: up to "
+        "its embedding size, e.g. 8,16,...,512)",
+    )  # fmt: skip
+    g.add_argument("--train-limit", type=int, help="train on the first N images (smoke runs)")
+    g.add_argument("--test-limit", type=int, help="score the first N test images (smoke runs)")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.report_only:
         return _report_only(args)
+    if args.dataset == "cifar10-text":
+        return _cifar10_text(args)
     return _scifact(args) if args.dataset == "scifact" else _cifar10(args)
 
 
 def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
     """The flags of ``reproduce scifact``."""
-    g.add_argument("--data", help="BEIR folder (default: $MATRYOSHKA_DATA/scifact)")
+    g.add_argument(
+        "--data",
+        help="BEIR folder (default: $MATRYOSHKA_DATA/scifact); cifar10-text: the CIFAR-10 copy "
+        "(default: $MATRYOSHKA_DATA/cifar10)",
+    )
     g.add_argument("--stsb", help="STS-B folder (default: $MATRYOSHKA_DATA/stsb)")
-    g.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    g.add_argument(
+        "--epochs", type=int, help="fine-tuning epochs (default 1; cifar10-text: 4 per model)"
+    )
     g.add_argument("--max-steps", type=int, help="cap on fine-tuning steps")
     g.add_argument("--max-seq-length", type=int, default=256, help="tokens per text")
     g.add_argument(
@@ -187,7 +249,9 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
             "its JSON, training nothing.",
         )
     )
-    p.add_argument("dataset", choices=["cifar10", "scifact"], help="which reproduction")
+    p.add_argument(
+        "dataset", choices=["cifar10", "cifar10-text", "scifact"], help="which reproduction"
+    )
     p.add_argument("--docs", default="docs/results", help="report folder (default: docs/results)")
     p.add_argument("--out", help="results folder (default: runs/DATASET)")
     p.add_argument(
@@ -220,6 +284,7 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="FF sizes retrained with every seed (default: 16 and d)",
     )
     _scifact_arguments(p.add_argument_group("scifact"))
+    _cifar10_text_arguments(p.add_argument_group("cifar10-text"))
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="cifar10: recipe overrides")
     threads_arg(p)
     p.set_defaults(func=_run)

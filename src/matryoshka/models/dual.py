@@ -112,7 +112,8 @@ class DualEncoder(nn.Module):
         ``{"open_clip": model_cfg}`` for both towers of an open_clip model.
     identity_projections : bool
         Start both projections at the identity (each tower's output already is the shared
-        embedding: a pretrained CLIP); needs ``image_features == text_features == d``.
+        embedding: a pretrained CLIP), or at its first ``d`` coordinates when ``d`` is smaller;
+        needs ``d <= image_features, text_features``.
     """
 
     def __init__(
@@ -140,10 +141,10 @@ class DualEncoder(nn.Module):
         self.image_proj = nn.Linear(int(image_features), self.d)
         self.text_proj = nn.Linear(int(text_features), self.d)
         if identity_projections:
-            if not self.d == image_features == text_features:
+            if self.d > min(image_features, text_features):
                 raise ValueError(
-                    f"identity projections need both towers' outputs of size d={self.d}, got "
-                    f"image {image_features} and text {text_features}"
+                    f"identity projections need both towers' outputs of size at least "
+                    f"d={self.d}, got image {image_features} and text {text_features}"
                 )
             for proj in (self.image_proj, self.text_proj):
                 nn.init.eye_(proj.weight)
@@ -294,19 +295,21 @@ def build_open_clip_dual_encoder(
     weights: str | os.PathLike | None = None,
     dims: Sequence[int] | None = None,
     device: str = "cpu",
+    d: int | None = None,
 ) -> DualEncoder:
     """A dual encoder over both towers of an open_clip model (see
     :mod:`matryoshka.models.open_clip_towers`): ``arch`` a built-in name or a folder with
     ``open_clip_config.json``, ``weights`` a local checkpoint file (None: random weights).
 
-    ``d`` is the model's ``embed_dim``; the projections start at the identity and the
-    temperature at the checkpoint's, so the untouched model embeds as the checkpoint does.
+    ``d``: the shared size, at most the model's ``embed_dim`` (default: it). The projections
+    start at the identity (its first ``d`` coordinates) and the temperature at the
+    checkpoint's, so the untouched model embeds as the checkpoint does, cut to ``d``.
     """
     from matryoshka.models.open_clip_towers import build_open_clip_towers, open_clip_config
 
     image, text, temperature = build_open_clip_towers(arch, weights, device=device)
     spec = {"open_clip": open_clip_config(arch)[1]}
-    model = DualEncoder(image, text, image.d, image.d, dims, temperature, spec,
+    model = DualEncoder(image, text, d or image.d, image.d, dims, temperature, spec,
                         identity_projections=True)  # fmt: skip
     return model.to(device)
 
