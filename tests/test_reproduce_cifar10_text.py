@@ -84,3 +84,20 @@ def test_report_only_redraws_from_the_json(tmp_path, capsys):
     assert rc == 0 and "redrew" in capsys.readouterr().out
     md = (tmp_path / "docs" / "cifar10-text.md").read_text()
     assert "| mrl-text1 |" in md and "mrl − ff" not in md  # no fixed-size models this time
+
+
+def test_the_open_clip_path_fine_tunes_both_towers_of_a_tiny_model(tmp_path):
+    pytest.importorskip("open_clip")
+    tiny = tmp_path / "tiny-clip"
+    tiny.mkdir()
+    arch = {"embed_dim": 16, "vision_cfg": {"image_size": 24, "layers": 2, "width": 32,
+            "patch_size": 8, "head_width": 16}, "text_cfg": {"context_length": 12,
+            "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2}}  # fmt: skip
+    (tiny / "open_clip_config.json").write_text(json.dumps({"model_cfg": arch}))
+    out = reproduce_cifar10_text(toy(tmp_path, open_clip=str(tiny)), progress=False)
+    by = {r["method"]: r["dims"] for r in out["zero_shot"]}
+    assert list(by) == ["mrl", "mrl-text1", "pca", "truncation", "ff"]  # 16x16 images resized
+    md = (tmp_path / "docs" / "cifar10-text.md").read_text()
+    assert f"open_clip `{tiny}`" in md
+    info = json.loads((tmp_path / "run" / "models" / "ff-8" / "config.json").read_text())
+    assert info["d"] == 8 and info["image"]["open_clip"] == arch

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matryoshka._optional import require
@@ -74,7 +75,8 @@ def _transformer_blocks(tower: nn.Module, stem: tuple, stem_p: tuple, head: tupl
 
 class OpenClipImageTower(nn.Module):
     """An open_clip image tower: images (B, 3, H, W) -> (B, embed_dim), the model's own
-    projection included. ``d``: its output size."""
+    projection included; images of another size are resized (bilinear) to the tower's.
+    ``d``: its output size."""
 
     def __init__(self, visual: nn.Module, d: int) -> None:
         super().__init__()
@@ -82,6 +84,10 @@ class OpenClipImageTower(nn.Module):
         self.d = int(d)
 
     def forward(self, x: Tensor) -> Tensor:
+        size = getattr(self.visual, "image_size", None)
+        size = (size, size) if isinstance(size, int) else size
+        if size is not None and tuple(x.shape[-2:]) != tuple(size):  # e.g. 32x32 CIFAR -> 224
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
         out = self.visual(x)
         return out[0] if isinstance(out, tuple) else out  # (B, d)
 
