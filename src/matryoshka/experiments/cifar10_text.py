@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from matryoshka._optional import require
 from matryoshka.data import UNSEEN_TEMPLATES, class_prompts, default_data_root
 from matryoshka.dims import validate_dims
 from matryoshka.eval import zero_shot_per_size
@@ -83,10 +84,9 @@ def _data(cfg: Cifar10TextConfig, progress: bool) -> tuple[Any, Any]:
     train = cifar10(root, "train", cache_dir=cfg.cache_dir, progress=progress)
     test = cifar10(root, "test", cache_dir=cfg.cache_dir, progress=progress)
     if cfg.open_clip is not None:  # CLIP's own normalisation
-        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-        train = train.with_stats(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
-        test = test.with_stats(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+        const = require("open_clip.constants", "open_clip models as dual-encoder towers")
+        stats = (const.OPENAI_DATASET_MEAN, const.OPENAI_DATASET_STD)
+        train, test = train.with_stats(*stats), test.with_stats(*stats)
     return _first(train, cfg.train_limit), _first(test, cfg.test_limit)
 
 

@@ -39,7 +39,8 @@ class DualTrainConfig:
 
     ``dims``: the sizes the loss is applied at (None: the model's); ``weights``: one per size
     (None: all 1). AdamW with ``lr`` for everything but the text tower's unfrozen blocks, which
-    use ``text_lr``; linear warm-up over ``warmup_epochs``, then cosine decay to 0.
+    use ``text_lr`` (weight decay on matrices only); linear warm-up over ``warmup_epochs``, then
+    cosine decay to 0. Each model trains in one go: a reproduction resumes model by model.
     ``class_matches``: same-class pairs of a batch are all matches (else only the own caption).
     """
 
@@ -75,13 +76,18 @@ class DualTrainConfig:
 
 
 def _optimizer(model: DualEncoder, cfg: DualTrainConfig) -> torch.optim.Optimizer:
+    """AdamW; the text tower's blocks at ``text_lr``; no weight decay on biases, norms and the
+    temperature (as CLIP), which would otherwise be pulled toward 0."""
     text = {id(p) for p in model.text_tower.parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if id(p) not in text], "lr": cfg.lr},
-        {"params": [p for p in trainable if id(p) in text], "lr": cfg.text_lr},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    groups = []
+    for in_text in (False, True):
+        for decay in (True, False):
+            params = [p for p in model.parameters() if p.requires_grad
+                      and (id(p) in text) == in_text and (p.ndim >= 2) == decay]  # fmt: skip
+            if params:
+                groups.append({"params": params, "lr": cfg.text_lr if in_text else cfg.lr,
+                               "weight_decay": cfg.weight_decay if decay else 0.0})  # fmt: skip
+    return torch.optim.AdamW(groups)
 
 
 def _schedule(warmup: int, total: int) -> Any:
