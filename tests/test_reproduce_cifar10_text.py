@@ -10,6 +10,7 @@ pytest.importorskip("sentence_transformers")
 Image = pytest.importorskip("PIL.Image")
 
 from matryoshka.cli import main  # noqa: E402
+from matryoshka.eval import read_json  # noqa: E402
 from matryoshka.experiments.cifar10_text import (  # noqa: E402
     Cifar10TextConfig,
     reproduce_cifar10_text,
@@ -62,6 +63,15 @@ def test_reproduce_cifar10_text_toy_runs_reports_and_reuses(tmp_path):
         assert text in md, text
     saved = json.loads((tmp_path / "docs" / "cifar10-text.json").read_text())
     assert saved["zero_shot"][0]["method"] == "mrl"
+    from matryoshka.experiments.html_report import find_results, render_report, results_kind
+
+    assert results_kind(read_json(tmp_path / "run" / "results.json")) == "cifar10-text"
+    assert find_results(tmp_path / "docs") == [("cifar10-text", tmp_path / "docs" /
+                                                "cifar10-text.json")]  # fmt: skip
+    page = render_report(tmp_path / "docs")
+    for sid in ("cifar10text-summary", "cifar10text-zeroshot", "cifar10text-search"):
+        assert sid in page, sid
+    assert f"{100 * by['mrl'][4]['top1']:.1f}" in page
     again = reproduce_cifar10_text(cfg, progress=False)
     assert again["trained_here"] == []
     assert again["zero_shot"] == out["zero_shot"]  # the reloaded models score the same

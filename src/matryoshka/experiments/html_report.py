@@ -2,8 +2,9 @@
 
 What RUN_DIR may hold, looked for in this order:
 
-- a docs folder: ``cifar10.json`` and/or ``scifact.json`` (``matryoshka reproduce``; both in one
-  page when both are there), the CIFAR-10 Grad-CAM maps (``cifar10_gradcam.npz``) beside them;
+- a docs folder: ``cifar10.json``, ``cifar10-text.json`` and/or ``scifact.json`` (``matryoshka
+  reproduce``; all in one page when several are there), the CIFAR-10 Grad-CAM maps
+  (``cifar10_gradcam.npz``) beside them;
 - a run folder: ``results.json`` of ``matryoshka demo`` / ``compare`` (or of a reproduction's
   ``--out`` folder, recognised by its keys).
 
@@ -35,6 +36,7 @@ from matryoshka.eval import read_json
 from matryoshka.experiments.common import read_results
 from matryoshka.experiments.html_sections import (
     cifar10_sections,
+    cifar10_text_sections,
     compare_sections,
     scifact_sections,
 )
@@ -60,17 +62,23 @@ REQUIRED = {
                 "`matryoshka reproduce cifar10`"),
     "scifact": (("retrieval", "sts", "funnels", "training", "counts"),
                 "`matryoshka reproduce scifact`"),
+    "cifar10-text": (("zero_shot", "retrieval", "funnels", "config", "counts"),
+                     "`matryoshka reproduce cifar10-text`"),
     "compare": (("results", "trained", "config", "command"), "`matryoshka demo` or `compare`"),
 }  # fmt: skip
 _TITLES = {
     "cifar10": "CIFAR-10: MRL against its baselines at every size",
     "scifact": "SciFact: Matryoshka fine-tuning of all-MiniLM-L6-v2 at every size",
+    "cifar10-text": "CIFAR-10 image–text: a Matryoshka dual encoder at every size",
 }
 
 
 def results_kind(data: Any, path: str | Path = "results.json") -> str:
-    """``"cifar10"``, ``"scifact"`` or ``"compare"``: which report a results dict is for."""
+    """``"cifar10"``, ``"cifar10-text"``, ``"scifact"`` or ``"compare"``: which report a
+    results dict is for."""
     if isinstance(data, dict):
+        if data.get("experiment") == "cifar10-text" or "zero_shot" in data:
+            return "cifar10-text"
         if data.get("experiment") == "cifar10" or "comparison" in data:
             return "cifar10"
         if "retrieval" in data or "funnels" in data:
@@ -92,16 +100,18 @@ def find_results(run_dir: str | Path) -> list[tuple[str, Path]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder; give a docs folder (cifar10.json, "
-                                "scifact.json) or a run folder (results.json)")  # fmt: skip
-    found = [(k, run_dir / f"{k}.json") for k in ("cifar10", "scifact")
+                                "cifar10-text.json, scifact.json) or a run folder "
+                                "(results.json)")  # fmt: skip
+    found = [(k, run_dir / f"{k}.json") for k in ("cifar10", "cifar10-text", "scifact")
              if (run_dir / f"{k}.json").is_file()]  # fmt: skip
     if not found and (run_dir / "results.json").is_file():
         path = run_dir / "results.json"
         found = [(results_kind(read_json(path), path), path)]
     if not found:
         raise FileNotFoundError(
-            f"{run_dir} holds no results: expected cifar10.json or scifact.json (a docs folder of "
-            "`matryoshka reproduce`) or results.json (a `matryoshka demo` or `compare` run)"
+            f"{run_dir} holds no results: expected cifar10.json, cifar10-text.json or scifact.json "
+            "(a docs folder of `matryoshka reproduce`) or results.json (a `matryoshka demo` or "
+            "`compare` run)"
         )
     return found
 
@@ -234,6 +244,8 @@ def render_report(
             sections += cifar10_sections(data, path.parent)
         elif kind == "scifact":
             sections += scifact_sections(data)
+        elif kind == "cifar10-text":
+            sections += cifar10_text_sections(data)
         else:
             sections += compare_sections(data)
     inp = None

@@ -34,6 +34,7 @@ __all__ = [
     "accuracy_chart",
     "accuracy_table",
     "cifar10_sections",
+    "cifar10_text_sections",
     "compare_sections",
     "scifact_sections",
 ]
@@ -377,4 +378,44 @@ def scifact_sections(out: dict[str, Any]) -> list[tuple]:
         _sec("scifact", "funnels", "Funnels", funnel),
         _sec("scifact", "cost", "Cost of evaluating every size", cost),
         _sec("scifact", "training", "Training", training),
+    ]
+
+
+# ------------------------------------------------------------------------------ CIFAR-10 image-text
+def cifar10_text_sections(out: dict[str, Any]) -> list[tuple]:
+    """The image-text reproduction's sections: zero-shot and text -> image search at every size."""
+    cfg, c = out["config"], out["counts"]
+    dims = [int(m) for m in cfg["dims"]]
+    trained = {"mrl": dims, "mrl-text1": dims, "ff": dims, "pca": None, "truncation": None}
+    towers = (f"open_clip {cfg['open_clip']}" if cfg.get("open_clip") else
+              f"the compact CNN (width {cfg['width']}) and all-MiniLM-L6-v2")  # fmt: skip
+    summary = [
+        paragraph(f"CIFAR-10: {c['train']:,} training and {c['test']:,} test images, "
+                  f"{c['classes']} classes; towers: {towers}, d = {cfg['d']}. Zero-shot with "
+                  f"{len(out['templates']['test'])} prompt templates never seen in training. "
+                  f"The command took {out['seconds'] / 60:.1f} min."),
+        _command(out["command"]),
+    ]  # fmt: skip
+    zs = out["zero_shot"]
+    zero = [
+        paragraph("Zero-shot top-1: each test image goes to the class whose prompts (averaged at "
+                  "that size) are nearest. ff: one model per size; truncation and pca: the fixed "
+                  "full-size model cut, or rotated by PCA first."),
+        _figures(accuracy_chart(zs, "top1", trained, "zero-shot top-1", kind="zeroshot")),
+        accuracy_table(zs, ("top1",), trained, kind="zeroshot"),
+    ]  # fmt: skip
+    ret, funnels = out["retrieval"], out["funnels"]
+    header = ["funnel", "nDCG@10 (%)", "multiply-adds", "cost ÷", "ms/query, batch", "speed-up",
+              "ms/query, one at a time", "speed-up"]  # fmt: skip
+    search = [
+        paragraph("Every unseen prompt searches the test images; relevant: its class."),
+        _figures(accuracy_chart(ret, "ndcg@10", trained, "text → image nDCG@10", kind="t2i"),
+                 _funnel_chart(funnels)),
+        accuracy_table(ret, ("ndcg@10", "map@100"), trained, kind="t2i"),
+        html_table(header, _funnel_rows(funnels), "funnel"),
+    ]  # fmt: skip
+    return [
+        _sec("cifar10text", "summary", "Summary", summary),
+        _sec("cifar10text", "zeroshot", "Zero-shot classification at every size", zero),
+        _sec("cifar10text", "search", "Text → image search", search),
     ]
