@@ -111,3 +111,15 @@ def test_the_open_clip_path_fine_tunes_both_towers_of_a_tiny_model(tmp_path):
     assert f"open_clip `{tiny}`" in md
     info = json.loads((tmp_path / "run" / "models" / "ff-8" / "config.json").read_text())
     assert info["d"] == 8 and info["image"]["open_clip"] == arch
+
+
+def test_a_limit_draws_images_of_every_class_not_the_first_ones():
+    from matryoshka.data.images import DecodedImageDataset
+    from matryoshka.experiments.cifar10_text import _subset
+
+    labels = np.repeat(np.arange(3), 20)  # a folder copy: sorted by class
+    ds = DecodedImageDataset(np.zeros((60, 3, 4, 4), np.uint8), labels, CLASSES)
+    part = _subset(ds, 15)
+    assert len(part) == 15 and set(part.labels.tolist()) == {0, 1, 2}
+    assert _subset(ds, 15).labels.tolist() == part.labels.tolist()  # seeded
+    assert _subset(ds, None) is ds

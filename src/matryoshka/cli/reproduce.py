@@ -147,8 +147,8 @@ def _cifar10_text_arguments(g: argparse._ArgumentGroup) -> None:
         help="nested sizes, the last one d (default 8,16,32,64,128; an open_clip model: up to "
         "its embedding size, e.g. 8,16,...,512)",
     )  # fmt: skip
-    g.add_argument("--train-limit", type=int, help="train on the first N images (smoke runs)")
-    g.add_argument("--test-limit", type=int, help="score the first N test images (smoke runs)")
+    g.add_argument("--train-limit", type=int, help="train on N images drawn at random (smoke runs)")
+    g.add_argument("--test-limit", type=int, help="score N test images drawn at random")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -45,8 +45,8 @@ class Cifar10TextConfig:
     """What ``matryoshka reproduce cifar10-text`` trains and where it writes.
 
     ``train``: the recipe every model shares (epochs, batch, learning rates); each model sets
-    its own ``dims`` and ``text_unfreeze``. ``train_limit`` / ``test_limit``: use the first n
-    images of each split (smoke runs and tests).
+    its own ``dims`` and ``text_unfreeze``. ``train_limit`` / ``test_limit``: use n images of
+    each split drawn at random (smoke runs and tests).
     """
 
     data_dir: str | Path | None = None  # default $MATRYOSHKA_DATA/cifar10
@@ -87,17 +87,19 @@ def _data(cfg: Cifar10TextConfig, progress: bool) -> tuple[Any, Any]:
         const = require("open_clip.constants", "open_clip models as dual-encoder towers")
         stats = (const.OPENAI_DATASET_MEAN, const.OPENAI_DATASET_STD)
         train, test = train.with_stats(*stats), test.with_stats(*stats)
-    return _first(train, cfg.train_limit), _first(test, cfg.test_limit)
+    return _subset(train, cfg.train_limit), _subset(test, cfg.test_limit)
 
 
-def _first(ds: Any, n: int | None) -> Any:
-    """The first ``n`` images of a decoded data set (all when None), as the same kind of set."""
+def _subset(ds: Any, n: int | None, seed: int = 0) -> Any:
+    """``n`` images of a decoded data set drawn at random (seeded; all when None), as the same
+    kind of set. Not the first ``n``: a folder copy is sorted by class."""
     if n is None or n >= len(ds):
         return ds
     from matryoshka.data.images import DecodedImageDataset
 
+    rows = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
     return DecodedImageDataset(
-        np.ascontiguousarray(ds.images[:n]), ds.labels[:n].numpy(), ds.classes, ds.augment,
+        np.ascontiguousarray(ds.images[rows]), ds.labels[rows].numpy(), ds.classes, ds.augment,
         ds.mean, ds.std, ds.padding, ds.flip,
     )  # fmt: skip
 
@@ -213,7 +215,7 @@ def reproduce_cifar10_text(
         training[name] = {k: log[k] for k in ("steps", "seconds", "history", "dims")}
         encoded[name] = _encode(model, test, test.classes, cfg.batch_size_eval)
         if name == f"ff-{cfg.d}":  # the fixed full-size model, cut and rotated
-            fitted = _encode(model, _first(train, 10_000), test.classes, cfg.batch_size_eval)
+            fitted = _encode(model, _subset(train, 10_000), test.classes, cfg.batch_size_eval)
             rot = pca_rotation(fitted["images"])
             encoded["pca"] = {"images": rot.apply(encoded[name]["images"]),
                               "prompts": rot.apply(encoded[name]["prompts"].reshape(-1, cfg.d))
