@@ -116,18 +116,20 @@ def _build(cfg: Cifar10TextConfig, d: int, dims: list[int], seed: int) -> DualEn
                               backbone_kwargs={"width": cfg.width})  # fmt: skip
 
 
-def _recipe(cfg: Cifar10TextConfig, name: str) -> dict[str, Any]:
+def _recipe(cfg: Cifar10TextConfig, name: str) -> tuple[dict[str, Any], DualTrainConfig]:
+    """Model ``name``'s recipe as saved beside it (to tell a reusable folder), and its training
+    config."""
     d, dims, unfreeze = text_models(cfg)[name]
     train = replace(cfg.train, dims=dims, text_unfreeze=unfreeze)
     return {"d": d, "train": asdict(train), "width": cfg.width, "open_clip": cfg.open_clip,
             "open_clip_weights": str(cfg.open_clip_weights), "text_model": str(cfg.text_model),
-            "train_limit": cfg.train_limit}  # fmt: skip
+            "train_limit": cfg.train_limit}, train  # fmt: skip
 
 
 def _train_or_reuse(cfg: Cifar10TextConfig, name: str, train: Any, progress: bool) -> tuple:
     """The model ``name`` from its folder when trained with this recipe, else trained now."""
     folder = Path(cfg.out_dir) / "models" / name
-    recipe = _recipe(cfg, name)
+    recipe, tcfg = _recipe(cfg, name)
     if (folder / "config.json").is_file():
         info = json.loads((folder / "config.json").read_text())
         if info.get("recipe") == recipe:
@@ -136,9 +138,7 @@ def _train_or_reuse(cfg: Cifar10TextConfig, name: str, train: Any, progress: boo
             f"{folder} holds a model trained with another recipe; delete it or choose another "
             f"--out (have {info.get('recipe')}, want {recipe})"
         )
-    d, dims, unfreeze = text_models(cfg)[name]
-    model = _build(cfg, d, dims, cfg.train.seed)
-    tcfg = replace(cfg.train, dims=dims, text_unfreeze=unfreeze)
+    model = _build(cfg, recipe["d"], list(tcfg.dims), tcfg.seed)
     log = fit_dual(model, train, train.classes, tcfg, device=cfg.device, progress=progress)
     save_dual_encoder(model, folder, recipe=recipe, log=log)
     return model, log, True
