@@ -82,6 +82,7 @@ def render_cifar10_text(out: dict[str, Any], docs_dir: str | Path) -> Path:
     cfg, counts, train = out["config"], out["counts"], out["config"]["train"]
     dims = [int(m) for m in cfg["dims"]]
     diffs, verdicts = _differences(out, dims)
+    per_class = max(1, counts["test"] // max(1, counts["classes"]))
     towers = (f"open_clip `{cfg['open_clip']}` (both towers, from `{cfg['open_clip_weights']}`)"
               if cfg.get("open_clip") else
               f"the compact CNN (width {cfg['width']}) from scratch and all-MiniLM-L6-v2 "
@@ -118,7 +119,9 @@ def render_cifar10_text(out: dict[str, Any], docs_dir: str | Path) -> Path:
         "",
         "## Text → image search",
         "",
-        "Every unseen prompt is a query; the relevant images are the test images of its class.",
+        "Every unseen prompt is a query; the relevant images are the test images of its class. "
+        f"With about {per_class:,} relevant images a query, MAP@100 cannot exceed the share of "
+        f"them that fits in 100 results ({min(100.0, 1e4 / per_class):.0f}%): compare rows.",
         "",
         results_table(out["retrieval"], metrics=("ndcg@10", "map@100"), trained=dims),
         "",
