@@ -19,6 +19,7 @@ from matryoshka.experiments.scifact import (  # noqa: E402
     PEER_BEST,
     PLAIN_TITLES,
     TUNED_LR,
+    TWO_PHASE,
     ScifactConfig,
     default_recipes,
     parse_recipe,
@@ -104,39 +105,79 @@ def test_reproduce_scifact_toy_runs_and_resumes(tmp_path):
         reproduce_scifact(toy_config(tmp_path, recipes=recipes), **run)
 
 
-def test_reproduce_scifact_two_phase_default(tmp_path):
-    soup = f"{BEST_RECIPE}@0.25"
-    out = reproduce_scifact(toy_config(tmp_path, soups=[soup]), progress=False)
+def test_reproduce_scifact_default_learned_rotation(tmp_path):
+    out = reproduce_scifact(toy_config(tmp_path), progress=False)
     methods = [r["method"] for r in out["retrieval"]]
     assert methods == ["original", "pca", "original+pca", PLAIN_TITLES, f"{PLAIN_TITLES}+pca",
-                       BEST_RECIPE, f"{BEST_RECIPE}+pca", soup]  # fmt: skip
-    assert out["funnel_method"] == BEST_RECIPE
-    best = out["training"][BEST_RECIPE]["config"]
+                       BEST_RECIPE]  # fmt: skip
+    assert BEST_RECIPE == f"{PLAIN_TITLES}+rot" and out["funnel_method"] == BEST_RECIPE
+    assert list(out["training"]) == [PLAIN_TITLES]
+    assert out["training"][PLAIN_TITLES]["config"]["method"] == "plain"
+    rot = out["rotations"][BEST_RECIPE]
+    assert rot["of"] == PLAIN_TITLES and rot["pairs"] == 12 + 18 and rot["fresh"] is True
+    by = {r["method"]: r["dims"] for r in out["retrieval"]}
+    sts = {r["method"]: r["dims"] for r in out["sts"]}
+    assert by[BEST_RECIPE][384] == pytest.approx(by[PLAIN_TITLES][384])  # full size unchanged
+    assert sts[BEST_RECIPE][384]["spearman"] == pytest.approx(sts[PLAIN_TITLES][384]["spearman"])
+    assert by[BEST_RECIPE][16] != by[PLAIN_TITLES][16]  # the prefixes did move
+    # the saved folder gives the rotated embeddings through sentence-transformers itself
+    from sentence_transformers import SentenceTransformer
+
+    run = tmp_path / "run"
+    R = np.load(run / "emb" / BEST_RECIPE / "rotation.npy")
+    assert np.abs(R @ R.T - np.eye(384)).max() < 1e-5
+    corpus = np.load(run / "emb" / PLAIN_TITLES / "corpus.npy")
+    texts = [f"{t} notes" for t in TOPICS[:3]]
+    plain = SentenceTransformer(str(run / "models" / PLAIN_TITLES), device="cpu").encode(texts)
+    cut = SentenceTransformer(str(run / "models" / BEST_RECIPE), device="cpu", truncate_dim=16)
+    got = cut.encode(texts)
+    assert got.shape == (3, 16) and np.abs(got - (plain @ R.T)[:, :16]).max() < 1e-5
+    assert corpus.shape[1] == 384
+    md = (tmp_path / "docs" / "scifact.md").read_text()
+    assert "## Learned rotations" in md and f"| {BEST_RECIPE} | {PLAIN_TITLES} | 30 | 10 |" in md
+    assert f"| {BEST_RECIPE} | " in md.split("## The targets, as measured")[1]
+    again = reproduce_scifact(toy_config(tmp_path), progress=False)  # nothing fitted again
+    assert again["done_here"] == {"trained": [], "encoded": []}
+    assert again["rotations"][BEST_RECIPE]["fresh"] is False
+    assert again["retrieval"] == out["retrieval"]
+    with pytest.raises(ValueError, match="rotate_after: 'nope' is not a recipe of this run"):
+        reproduce_scifact(toy_config(tmp_path, rotate_after=["nope"]), progress=False)
+
+
+def test_reproduce_scifact_two_phase(tmp_path):
+    soup = f"{TWO_PHASE}@0.25"
+    out = reproduce_scifact(toy_config(tmp_path, soups=[soup], preset="two-phase"), progress=False)
+    methods = [r["method"] for r in out["retrieval"]]
+    assert methods == ["original", "pca", "original+pca", PLAIN_TITLES, f"{PLAIN_TITLES}+pca",
+                       TWO_PHASE, f"{TWO_PHASE}+pca", soup]  # fmt: skip
+    assert out["funnel_method"] == TWO_PHASE
+    best = out["training"][TWO_PHASE]["config"]
     folder = tmp_path / "run" / "models"
     assert best["teacher"] == str(folder / PLAIN_TITLES) and best["init"] == "pca"
     assert best["extra"] == {"pairs": "train+titles", "negatives": "mined", "start": PLAIN_TITLES}
-    model = json.loads((folder / BEST_RECIPE / "matryoshka.json").read_text())
+    model = json.loads((folder / TWO_PHASE / "matryoshka.json").read_text())
     assert model["base_model"] == str(folder / PLAIN_TITLES)  # phase two starts from phase one
-    modules = json.loads((folder / BEST_RECIPE / "modules.json").read_text())
+    modules = json.loads((folder / TWO_PHASE / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[1] for m in modules][-2:] == ["Dense", "Normalize"]
     by = {r["method"]: r["dims"] for r in out["retrieval"]}
-    for name in (PLAIN_TITLES, BEST_RECIPE):  # an uncentred rotation keeps the full size
+    for name in (PLAIN_TITLES, TWO_PHASE):  # an uncentred rotation keeps the full size
         assert by[f"{name}+pca"][384]["ndcg@10"] == pytest.approx(by[name][384]["ndcg@10"])
     md = (tmp_path / "docs" / "scifact.md").read_text()
-    assert "worst vs PCA of the original" in md and f"| {BEST_RECIPE} | " in md
+    assert "worst vs PCA of the original" in md and f"| {TWO_PHASE} | " in md
     assert "negatives mined, start plain-lr-titles" in md
     # the soup: a quarter of the way from phase two's start (plain + its rotation) to its end
     safetensors = pytest.importorskip("safetensors.numpy")
     start, end, mixed = (safetensors.load_file(folder / n / "model.safetensors")
-                         for n in (PLAIN_TITLES, BEST_RECIPE, soup))  # fmt: skip
+                         for n in (PLAIN_TITLES, TWO_PHASE, soup))  # fmt: skip
     assert mixed.keys() == end.keys()
     for k in end:
         assert np.abs(mixed[k] - (0.75 * start[k] + 0.25 * end[k])).max() < 1e-6, k
     rotation = pca_rotation(np.load(tmp_path / "run" / "emb" / PLAIN_TITLES / "corpus.npy")).matrix
     dense = [safetensors.load_file(folder / n / "3_Dense" / "model.safetensors")["linear.weight"]
-             for n in (BEST_RECIPE, soup)]  # fmt: skip
+             for n in (TWO_PHASE, soup)]  # fmt: skip
     assert np.abs(dense[1] - (0.75 * rotation + 0.25 * dense[0])).max() < 1e-6
-    again = reproduce_scifact(toy_config(tmp_path, soups=[soup]), progress=False)
+    cfg = toy_config(tmp_path, soups=[soup], preset="two-phase")
+    again = reproduce_scifact(cfg, progress=False)
     assert again["done_here"] == {"trained": [], "encoded": []}
 
 
@@ -186,7 +227,7 @@ def test_bad_recipe_fails_before_any_training(tmp_path):
     with pytest.raises(ValueError, match=f"recipe name '{PLAIN_TITLES}' is taken"):
         reproduce_scifact(toy_config(tmp_path, extra_recipes=[f"{PLAIN_TITLES}:lr=1e-4"]), **run)
     with pytest.raises(ValueError, match="ALPHA in \\(0, 1\\)"):
-        reproduce_scifact(toy_config(tmp_path, soups=[f"{BEST_RECIPE}@1.5"]), **run)
+        reproduce_scifact(toy_config(tmp_path, soups=[f"{PLAIN_TITLES}@1.5"]), **run)
     with pytest.raises(ValueError, match="'nope' is not a recipe of this run"):
         reproduce_scifact(toy_config(tmp_path, soups=["nope@0.5"]), **run)
     with pytest.raises(ValueError, match="starts from 'later', which is not a recipe before it"):

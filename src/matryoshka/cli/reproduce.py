@@ -69,6 +69,8 @@ def _scifact(args: argparse.Namespace) -> int:
         pca_after=args.pca_after,
         preset=args.preset,
         soups=args.soup or (),
+        rotate_after=args.rotate_after,
+        rotation_epochs=args.rotation_epochs,
     )
     res = reproduce_scifact(cfg, progress=not args.quiet)
     print(f"wrote {args.docs}/scifact.md ({res['seconds'] / 60:.1f} min)")
@@ -159,6 +161,25 @@ def _run(args: argparse.Namespace) -> int:
     return _scifact(args) if args.dataset == "scifact" else _cifar10(args)
 
 
+def _rotation_arguments(g: argparse._ArgumentGroup) -> None:
+    """The learned-rotation flags of ``reproduce scifact``."""
+    g.add_argument(
+        "--rotate-after",
+        action="append",
+        metavar="NAME",
+        help="also fit recipe NAME's learned rotation (its prefixes ordered by the nested "
+        "contrastive loss on its training pairs, full size unchanged) and score it as row "
+        "NAME+rot, saved as a model folder (repeatable; default with --preset rotation: "
+        "plain-lr-titles)",
+    )
+    g.add_argument(
+        "--rotation-epochs",
+        type=int,
+        default=10,
+        help="epochs over the training pairs of each learned rotation (default: 10)",
+    )
+
+
 def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
     """The flags of ``reproduce scifact``."""
     g.add_argument(
@@ -182,8 +203,8 @@ def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
         "--funnel-method",
         metavar="NAME",
         help="whose corpus embeddings the funnels search, a method or recipe name "
-        "(default: the preset's best recipe: mrl-two-phase, or mrl-lr-titles-w64-384 with "
-        "--preset peer)",
+        "(default: the preset's best: plain-lr-titles+rot, mrl-two-phase with --preset "
+        "two-phase, mrl-lr-titles-w64-384 with --preset peer)",
     )
     g.add_argument(
         "--model",
@@ -212,13 +233,15 @@ def _scifact_arguments(g: argparse._ArgumentGroup) -> None:
         help="also score recipe NAME's weights moved back toward the model it started from: "
         "start + ALPHA * (end - start), ALPHA in (0, 1); row NAME@ALPHA (repeatable)",
     )
+    _rotation_arguments(g)
     g.add_argument(
         "--preset",
-        choices=("two-phase", "peer"),
-        default="two-phase",
-        help="the default recipes: two-phase (a plain fine-tune, then the nested loss from its "
-        "PCA ordering with it as teacher and mined hard negatives) or peer (ours against "
-        "sentence-transformers' Matryoshka recipe on the same pairs and steps)",
+        choices=("rotation", "two-phase", "peer"),
+        default="rotation",
+        help="the default recipes: rotation (a plain fine-tune on the train and title pairs, "
+        "then its learned rotation), two-phase (the same plain fine-tune, then the nested loss "
+        "from its PCA ordering with it as teacher and mined hard negatives) or peer (ours "
+        "against sentence-transformers' Matryoshka recipe on the same pairs and steps)",
     )
     g.add_argument(
         "--only-recipes",
@@ -238,10 +261,11 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
             "on held-out images, draw Grad-CAM per size, and write docs/results/cifar10.md with "
             "cifar10.json. Finished models are reused and interrupted ones resume, so the same "
             "command can be run again. scifact: fine-tune all-MiniLM-L6-v2 on SciFact's train "
-            "pairs plus title-to-text pairs from the corpus, plainly and then (phase two) with "
-            "the nested loss from the plain model's PCA ordering, its full-size rankings as "
-            "teacher and mined hard negatives; score SciFact and STS-B at every size, with PCA "
-            "of the original and of each model beside them, time funnels and write "
+            "pairs plus title-to-text pairs from the corpus, then fit a rotation of its "
+            "embeddings that orders its prefixes by the nested contrastive loss (full size "
+            "unchanged; --preset two-phase trains the encoder with the nested loss instead); "
+            "score SciFact and STS-B at every size, with PCA of the original and of each model "
+            "beside them, time funnels and write "
             "docs/results/scifact.md with scifact.json (its run-time section says how long it "
             "took; --preset peer: ours against sentence-transformers' MatryoshkaLoss on the "
             "same pairs and steps, 49 minutes on 2 CPU cores). --seed S and --results given "

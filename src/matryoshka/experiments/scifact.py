@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from matryoshka._io import sha256_file
 from matryoshka._runtime import threads_for, torch_threads
@@ -38,18 +37,27 @@ from matryoshka.experiments.cache import encode_cached, train_cached
 from matryoshka.experiments.common import RunClock, command_line, write_results
 from matryoshka.experiments.funnels import funnel_table
 from matryoshka.experiments.scifact_recipes import (
-    NEGATIVES,
     PAIR_SOURCES,
     PLAIN_TITLES,
     check_references,
     make_soup,
-    parse_soup,
+    negative_rows,
+    parse_recipe,
+    parse_soups,
     recipe_start,
+    training_pairs,
 )
 from matryoshka.experiments.scifact_report import render_scifact
+from matryoshka.experiments.scifact_rotation import (
+    ROTATED,
+    ROTATION_EPOCHS,
+    anchor_embeddings,
+    learned_rotation,
+    save_rotated,
+)
 from matryoshka.models.text import load_sentence_encoder
 from matryoshka.models.text_rotation import pca_rotation
-from matryoshka.train import TextTrainConfig, config_from_dict, config_to_dict
+from matryoshka.train import TextTrainConfig
 
 __all__ = [
     "BEST_RECIPE",
@@ -60,6 +68,7 @@ __all__ = [
     "PLAIN_TITLES",
     "PRESETS",
     "TUNED_LR",
+    "TWO_PHASE",
     "ScifactConfig",
     "best_weights",
     "default_recipes",
@@ -77,11 +86,11 @@ DEFAULT_FUNNELS = (
     ((64, 200), (384, 10)),
     ((32, 400), (128, 50), (384, 10)),
 )
-EXTRA_KEYS = ("pairs", "negatives", "start")
 TUNED_LR = 1e-4
-BEST_RECIPE = "mrl-two-phase"
+BEST_RECIPE = PLAIN_TITLES + ROTATED  # the plain fine-tune, its learned rotation saved in it
+TWO_PHASE = "mrl-two-phase"  # the best recipe that trains the encoder with the nested loss
 PEER_BEST = "mrl-lr-titles-w64-384"  # the best recipe of the peer comparison
-PRESETS = ("two-phase", "peer")
+PRESETS = ("rotation", "two-phase", "peer")
 
 
 def best_weights(dims: Sequence[int]) -> list[float]:
@@ -95,15 +104,19 @@ def best_weights(dims: Sequence[int]) -> list[float]:
 
 
 def default_recipes(
-    base: TextTrainConfig, tuned_lr: float = TUNED_LR, preset: str = "two-phase"
+    base: TextTrainConfig, tuned_lr: float = TUNED_LR, preset: str = "rotation"
 ) -> dict[str, TextTrainConfig]:
     """What ``reproduce scifact`` trains by default, each name mapped to its recipe over ``base``.
 
-    ``preset="two-phase"`` (the default), on SciFact's train pairs plus (title, text) pairs from
-    the corpus (``extra["pairs"] = "train+titles"``) at ``tuned_lr``:
+    ``preset="rotation"`` (the default): :data:`PLAIN_TITLES` alone, the plain fine-tune at
+    ``tuned_lr`` on SciFact's train pairs plus (title, text) pairs from the corpus
+    (``extra["pairs"] = "train+titles"``); the run then fits its learned rotation
+    (:data:`BEST_RECIPE`, see :mod:`matryoshka.experiments.scifact_rotation`).
+
+    ``preset="two-phase"``, on the same pairs at ``tuned_lr``:
 
     * :data:`PLAIN_TITLES`: the plain fine-tune (phase one, and the reference at full size);
-    * :data:`BEST_RECIPE`: phase two, the nested loss continued from it, its prefixes started
+    * :data:`TWO_PHASE`: phase two, the nested loss continued from it, its prefixes started
       at the PCA ordering of its corpus embeddings (``init="pca"``), its full-size rankings
       distilled into every size (``teacher``, ``distill=1``) and one hard negative per pair
       mined from the corpus by the original model (``extra["negatives"] = "mined"``).
@@ -122,11 +135,13 @@ def default_recipes(
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     titles = {**base.extra, "pairs": "train+titles"}
+    if preset == "rotation":
+        return {PLAIN_TITLES: replace(base, method="plain", lr=tuned_lr, extra=titles)}
     if preset == "two-phase":
         phase2 = {**titles, "negatives": "mined", "start": PLAIN_TITLES}
         return {
             PLAIN_TITLES: replace(base, method="plain", lr=tuned_lr, extra=titles),
-            BEST_RECIPE: replace(base, method="mrl", lr=tuned_lr, init="pca",
+            TWO_PHASE: replace(base, method="mrl", lr=tuned_lr, init="pca",
                                  teacher=PLAIN_TITLES, distill=1.0, extra=phase2),
         }  # fmt: skip
     out = {m: replace(base, method=m) for m in ("plain", "mrl", "st-peer")}
@@ -135,45 +150,6 @@ def default_recipes(
     weights = best_weights(base.dims or DIMS)
     out[PEER_BEST] = replace(base, method="mrl", lr=tuned_lr, weights=weights, extra=titles)
     return out
-
-
-def _recipe_value(value: str) -> Any:
-    """A value on the command line: ``a/b/c`` is a list, ``none`` is null, the rest YAML."""
-    if "/" in value:
-        return [yaml.safe_load(v) for v in value.split("/")]
-    return None if value.lower() in ("none", "null") else yaml.safe_load(value)
-
-
-def parse_recipe(spec: str, base: TextTrainConfig) -> tuple[str, TextTrainConfig]:
-    """A named recipe from the command line: ``NAME:KEY=VALUE,KEY=VALUE,...`` over ``base``.
-
-    Keys are :class:`~matryoshka.train.TextTrainConfig` fields plus ``pairs`` (one of
-    :data:`PAIR_SOURCES`), ``negatives`` (``mined``: one hard negative a pair from the corpus)
-    and ``start`` (a recipe before it to continue from), checked by the same typed loader as
-    every recipe; ``teacher`` may name a recipe before it; list values are separated by ``/``.
-    Example: ``mrl-w:method=mrl,weights=4/2/1/1/1/1,lr=4e-5``.
-    """
-    name, _, body = spec.partition(":")
-    if not name or not body:
-        raise ValueError(f"a recipe looks like NAME:KEY=VALUE,..., got {spec!r}")
-    data = config_to_dict(base)
-    for item in body.split(","):
-        key, eq, value = (part.strip() for part in item.partition("="))
-        if not eq or not value:
-            raise ValueError(f"recipe {name!r}: expected KEY=VALUE, got {item!r}")
-        if key in EXTRA_KEYS:
-            choices = {"pairs": PAIR_SOURCES, "negatives": NEGATIVES}.get(key)
-            if choices is not None and value not in choices:
-                raise ValueError(f"recipe {name!r}: {key} must be one of {choices}, got {value!r}")
-            data["extra"] = {**data["extra"], key: value}
-        elif key == "extra":
-            raise ValueError(f"recipe {name!r}: set extra through {'/'.join(EXTRA_KEYS)}=...")
-        else:
-            data[key] = _recipe_value(value)
-    try:
-        return name, config_from_dict(data, TextTrainConfig)
-    except ValueError as e:
-        raise ValueError(f"recipe {name!r}: {e}") from None
 
 
 @dataclass
@@ -193,7 +169,9 @@ class ScifactConfig:
         with ``default_methods=False``)
     extra_recipes : more recipes as ``NAME:KEY=VALUE,...`` over ``base`` (:func:`parse_recipe`)
     funnels : timed on the corpus embeddings of ``funnel_method`` (default :data:`BEST_RECIPE`,
-        else ``mrl``, else the first recipe)
+        else :data:`TWO_PHASE`, :data:`PEER_BEST` or ``mrl``, else the first recipe)
+    rotate_after : recipes whose learned rotation is fitted and scored as ``NAME+rot`` (default:
+        :data:`PLAIN_TITLES` with the ``rotation`` preset), ``rotation_epochs`` epochs each
     """
 
     out_dir: str | Path = "runs/scifact"
@@ -214,7 +192,9 @@ class ScifactConfig:
     threads: int | None = None  # CPU threads for the whole run (default: torch's)
     seed: int | None = None  # every recipe's seed (default: each recipe's own)
     pca_after: Sequence[str] | None = None  # also scored after PCA (default: preset's)
-    preset: str = "two-phase"  # the default recipes (:func:`default_recipes`)
+    preset: str = "rotation"  # the default recipes (:func:`default_recipes`)
+    rotate_after: Sequence[str] | None = None
+    rotation_epochs: int = ROTATION_EPOCHS
     soups: Sequence[str] = ()  # "NAME@ALPHA": a recipe moved back toward its start (make_soup)
 
     @property
@@ -226,7 +206,21 @@ class ScifactConfig:
         plain fine-tune on the best recipe's pairs and the best recipe, where trained."""
         if self.pca_after is not None:
             return list(self.pca_after)
-        return ["original"] + [n for n in (PLAIN_TITLES, BEST_RECIPE) if n in recipes]
+        return ["original"] + [n for n in (PLAIN_TITLES, TWO_PHASE) if n in recipes]
+
+    def resolved_rotate_after(self, recipes: Mapping[str, TextTrainConfig]) -> list[str]:
+        """Which recipes get a learned rotation (row ``NAME+rot``), each checked."""
+        names = self.rotate_after
+        if names is None:
+            names = [PLAIN_TITLES] if self.preset == "rotation" and PLAIN_TITLES in recipes else []
+        for n in names:
+            if n not in recipes:
+                raise ValueError(
+                    f"rotate_after: {n!r} is not a recipe of this run ({list(recipes)})"
+                )
+        if names and self.rotation_epochs < 1:
+            raise ValueError(f"rotation_epochs must be at least 1, got {self.rotation_epochs}")
+        return list(names)
 
     def resolved_recipes(self) -> dict[str, TextTrainConfig]:
         """Every recipe to train, each checked, before any training starts."""
@@ -283,14 +277,18 @@ class _Scorer:
         self.enc = {"batch_size": cfg.encode_batch_size, "progress": progress}
         self.encoded_here: list[str] = []
 
-    def encode(self, name: str, folder: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Full-size matrices of every text list (N_i, d) and the seconds each took."""
-        seq = self.cfg.base.max_seq_length
-        key = {"model": str(folder), "max_seq_length": seq, "data": str(self.data_dir)}
+    def key(self, name: str, folder: Any) -> dict[str, Any]:
+        """What a model's cached encodings were made from (its weights, when trained here)."""
+        key = {"model": str(folder), "max_seq_length": self.cfg.base.max_seq_length,
+               "data": str(self.data_dir)}  # fmt: skip
         if name != "original":  # a retrained model (same recipe, new weights) is re-encoded
             key["config"] = json.loads((Path(folder) / "matryoshka.json").read_text())["config"]
             key["weights_sha256"] = sha256_file(Path(folder) / "model.safetensors")
-        device = self.cfg.device
+        return key
+
+    def encode(self, name: str, folder: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Full-size matrices of every text list (N_i, d) and the seconds each took."""
+        seq, key, device = self.cfg.base.max_seq_length, self.key(name, folder), self.cfg.device
         got = encode_cached(
             Path(self.cfg.out_dir) / "emb" / name, key,
             lambda: load_sentence_encoder(folder, device=device, max_seq_length=seq),
@@ -300,13 +298,13 @@ class _Scorer:
             self.encoded_here.append(name)
         return got.arrays, got.seconds
 
-    def anchors(self, texts: list[str]) -> np.ndarray:
-        """The original model's (n, d) embeddings of training anchors (to mine negatives with)."""
-        seq, model = self.cfg.base.max_seq_length, self.cfg.model
-        key = {"model": str(model), "max_seq_length": seq, "data": str(self.data_dir),
-               "anchors": len(texts)}  # fmt: skip
+    def anchors(self, texts: list[str], name: str = "original", folder: Any = None) -> np.ndarray:
+        """A model's (n, d) embeddings of training anchors (the original's: to mine negatives
+        with; a trained recipe's in ``folder``: to fit its rotation on)."""
+        seq, model = self.cfg.base.max_seq_length, self.cfg.model if folder is None else folder
+        key = {**self.key(name, model), "anchors": len(texts)}
         got = encode_cached(
-            Path(self.cfg.out_dir) / "emb" / "original-anchors", key,
+            Path(self.cfg.out_dir) / "emb" / f"{name}-anchors", key,
             lambda: load_sentence_encoder(model, device=self.cfg.device, max_seq_length=seq),
             {"anchors": texts}, **self.enc,
         )  # fmt: skip
@@ -383,13 +381,25 @@ def _same_as_peer(recipes: dict[str, TextTrainConfig], matrices: dict[str, dict]
     return float(np.abs(matrices["mrl"]["corpus"] - matrices["st-peer"]["corpus"]).max())
 
 
-def _soups(specs: Sequence[str], recipes: Mapping[str, TextTrainConfig]) -> dict[str, list]:
-    """``["NAME@ALPHA", ...]`` -> ``{NAME: [ALPHA, ...]}``, each checked (:func:`parse_soup`)."""
-    soups: dict[str, list[float]] = {}
-    for spec in specs:
-        name, alpha = parse_soup(spec, recipes)
-        soups.setdefault(name, []).append(alpha)
-    return soups
+def _rotate(
+    scorer: _Scorer, name: str, rcfg: TextTrainConfig, folder: Path, matrices: dict, progress: bool
+) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+    """Row ``NAME+rot``: recipe ``name``'s learned rotation, fitted on its training pairs with one
+    hard negative each (mined by the original model), saved into ``models/NAME+rot``; returns
+    (row, its embeddings: the recipe's turned by the rotation, what the fit did)."""
+    cfg, data = scorer.cfg, scorer.data
+    pairs = training_pairs(rcfg.extra.get("pairs", "train"), data.train_pairs, data.test)
+    neg = negative_rows(pairs, matrices["original"]["corpus"], scorer.anchors, rcfg.seed)
+    xa = anchor_embeddings(pairs, lambda texts: scorer.anchors(texts, name, folder))
+    row, X = name + ROTATED, matrices[name]
+    fit = learned_rotation(Path(cfg.out_dir) / "emb" / row, pairs, xa, X["corpus"], neg, cfg.dims,
+                           scorer.key(name, folder), cfg.rotation_epochs, rcfg.seed,
+                           progress)  # fmt: skip
+    save_rotated(Path(cfg.out_dir) / "models" / row, folder, fit.rotation, cfg.dims,
+                 cfg.base.max_seq_length, cfg.device, progress)  # fmt: skip
+    info = {"of": name, "pairs": fit.pairs, "epochs": cfg.rotation_epochs,
+            "seconds": fit.seconds, "fresh": fit.fresh}  # fmt: skip
+    return row, {k: fit.rotation.apply(v) for k, v in X.items()}, info
 
 
 def _load_data(cfg: ScifactConfig) -> tuple[_Data, Path, Path]:
@@ -419,12 +429,12 @@ def reproduce_scifact(
             return reproduce_scifact(replace(cfg, threads=None), progress, command)
     clock = RunClock()
     recipes = cfg.resolved_recipes()
-    funnel_method = cfg.funnel_method or next(
-        (n for n in (BEST_RECIPE, PEER_BEST, "mrl") if n in recipes), next(iter(recipes))
-    )
-    pca_after = cfg.resolved_pca_after(recipes)
-    soups = _soups(cfg.soups, recipes)  # checked before any training
-    rows = [*recipes, *(f"{n}@{a:g}" for n, alphas in soups.items() for a in alphas)]
+    pca_after, rotate_after = cfg.resolved_pca_after(recipes), cfg.resolved_rotate_after(recipes)
+    soups = parse_soups(cfg.soups, recipes)  # checked before any training
+    rows = [*recipes, *(f"{n}@{a:g}" for n, alphas in soups.items() for a in alphas),
+            *(n + ROTATED for n in rotate_after)]  # fmt: skip
+    best = (n for n in (BEST_RECIPE, TWO_PHASE, PEER_BEST, "mrl") if n in rows)
+    funnel_method = cfg.funnel_method or next(best, rows[0])
     if funnel_method not in rows and funnel_method != "original":
         raise ValueError(f"funnel_method {funnel_method!r} is not one of {rows}")
     data, data_dir, _ = _load_data(cfg)
@@ -433,7 +443,7 @@ def reproduce_scifact(
     retrieval, similarity = _baselines(scorer, X0, dims, pca_after)
     benchmark = _benchmark(scorer, X0, enc_s, dims)
     training, matrices, trained_here = {}, {"original": X0}, []
-    folders: dict[str, Path] = {}
+    folders, rotations = {}, {}  # name -> model folder; row -> what its rotation's fit did
     for name, rcfg in recipes.items():
         start = recipe_start(rcfg, data.train_pairs, data.test, folders,
                              lambda n: matrices[n]["corpus"], scorer.anchors)  # fmt: skip
@@ -449,7 +459,10 @@ def reproduce_scifact(
             folders[row] = make_soup(Path(cfg.out_dir) / "models" / row, folders[name], start,
                                      cfg.model, alpha, cfg.device, progress)  # fmt: skip
             matrices[row], _ = scorer.encode(row, folders[row])
-        for row in (n for n in matrices if n == name or n.startswith(f"{name}@")):
+        if name in rotate_after:
+            row, matrices[row], rotations[row] = _rotate(scorer, name, rcfg, folders[name],
+                                                         matrices, progress)  # fmt: skip
+        for row in (n for n in matrices if n == name or n.startswith((f"{name}@", name + ROTATED))):
             for method, X in _with_pca(row, matrices[row], pca_after):
                 r, s = scorer.score(method, X, dims)
                 retrieval.append(r)
@@ -468,6 +481,7 @@ def reproduce_scifact(
         ),  # fmt: skip
         "benchmark": benchmark,
         "training": training,
+        "rotations": rotations,
         "mrl_vs_peer_max_abs_diff": _same_as_peer(recipes, matrices),
         **clock.stamp(),
         "done_here": {"trained": trained_here, "encoded": scorer.encoded_here},

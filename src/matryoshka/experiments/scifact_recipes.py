@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from matryoshka._io import sha256_file
 from matryoshka.data.text import BeirDataset, doc_text
 from matryoshka.models.text import load_sentence_encoder
 from matryoshka.models.text_rotation import Rotation, add_rotation, pca_rotation
 from matryoshka.models.text_soup import interpolate_weights
-from matryoshka.train import TextTrainConfig
+from matryoshka.train import TextTrainConfig, config_from_dict, config_to_dict
 from matryoshka.train.text import save_text_model
 from matryoshka.train.text_negatives import mine_hard_negatives
 
@@ -34,16 +35,22 @@ __all__ = [
     "NEGATIVES",
     "PAIR_SOURCES",
     "PLAIN_TITLES",
+    "Pair",
     "RecipeStart",
     "check_references",
     "make_soup",
+    "negative_rows",
+    "parse_recipe",
     "parse_soup",
+    "parse_soups",
     "recipe_start",
+    "training_pairs",
 ]
 
 PAIR_SOURCES = ("train", "train+titles")
 PLAIN_TITLES = "plain-lr-titles"  # the plain fine-tune on the best recipe's pairs (phase one)
 NEGATIVES = ("none", "mined")
+EXTRA_KEYS = ("pairs", "negatives", "start")
 
 
 @dataclass
@@ -97,6 +104,45 @@ def check_references(recipes: Mapping[str, TextTrainConfig]) -> None:
         seen.append(name)
 
 
+def _recipe_value(value: str) -> Any:
+    """A value on the command line: ``a/b/c`` is a list, ``none`` is null, the rest YAML."""
+    if "/" in value:
+        return [yaml.safe_load(v) for v in value.split("/")]
+    return None if value.lower() in ("none", "null") else yaml.safe_load(value)
+
+
+def parse_recipe(spec: str, base: TextTrainConfig) -> tuple[str, TextTrainConfig]:
+    """A named recipe from the command line: ``NAME:KEY=VALUE,KEY=VALUE,...`` over ``base``.
+
+    Keys are :class:`~matryoshka.train.TextTrainConfig` fields plus ``pairs`` (one of
+    :data:`PAIR_SOURCES`), ``negatives`` (``mined``: one hard negative a pair from the corpus)
+    and ``start`` (a recipe before it to continue from), checked by the same typed loader as
+    every recipe; ``teacher`` may name a recipe before it; list values are separated by ``/``.
+    Example: ``mrl-w:method=mrl,weights=4/2/1/1/1/1,lr=4e-5``.
+    """
+    name, _, body = spec.partition(":")
+    if not name or not body:
+        raise ValueError(f"a recipe looks like NAME:KEY=VALUE,..., got {spec!r}")
+    data = config_to_dict(base)
+    for item in body.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or not value:
+            raise ValueError(f"recipe {name!r}: expected KEY=VALUE, got {item!r}")
+        if key in EXTRA_KEYS:
+            choices = {"pairs": PAIR_SOURCES, "negatives": NEGATIVES}.get(key)
+            if choices is not None and value not in choices:
+                raise ValueError(f"recipe {name!r}: {key} must be one of {choices}, got {value!r}")
+            data["extra"] = {**data["extra"], key: value}
+        elif key == "extra":
+            raise ValueError(f"recipe {name!r}: set extra through {'/'.join(EXTRA_KEYS)}=...")
+        else:
+            data[key] = _recipe_value(value)
+    try:
+        return name, config_from_dict(data, TextTrainConfig)
+    except ValueError as e:
+        raise ValueError(f"recipe {name!r}: {e}") from None
+
+
 @dataclass
 class RecipeStart:
     """Everything a recipe's training needs besides its config."""
@@ -107,15 +153,28 @@ class RecipeStart:
     rotation: Rotation | None
 
 
-def _mined(
-    pairs: list[Pair], test: BeirDataset, corpus: np.ndarray, anchors: np.ndarray, seed: int
-) -> list[tuple[str, str, str]]:
-    """Each pair with one hard negative from the corpus, in the positive's format."""
+def negative_rows(
+    pairs: list[Pair], corpus: np.ndarray, anchors_of: Callable[[list[str]], np.ndarray], seed: int
+) -> np.ndarray:
+    """One hard negative per pair: a corpus row (N_pairs,) mined with the original model.
+
+    ``corpus``: the original model's (N, d) corpus embeddings; ``anchors_of(texts)``: its
+    embeddings of the given anchors (each encoded once). A query with several relevant documents
+    draws none of them.
+    """
     positives: dict[str, set[int]] = {}
-    for p in pairs:  # a query with several relevant documents must draw none of them
+    for p in pairs:
         positives.setdefault(p.anchor, set()).add(p.row)
-    rows = mine_hard_negatives(anchors, corpus, [sorted(positives[p.anchor] - {-1}) for p in pairs],
-                               seed=seed)  # fmt: skip
+    unique = list(positives)  # each anchor encoded once, in first-seen order
+    at = {a: i for i, a in enumerate(unique)}
+    xq = anchors_of(unique)[[at[p.anchor] for p in pairs]]  # (n_pairs, d)
+    return np.asarray(mine_hard_negatives(
+        xq, corpus, [sorted(positives[p.anchor] - {-1}) for p in pairs], seed=seed
+    ))  # fmt: skip
+
+
+def _with_negatives(pairs: list[Pair], test: BeirDataset, rows: np.ndarray) -> list:
+    """Each pair with its negative's text, in the positive's format."""
     docs = list(test.corpus.values())
     neg = [docs[j].get("text", "").strip() if p.body else doc_text(docs[j])
            for p, j in zip(pairs, rows, strict=True)]  # fmt: skip
@@ -138,10 +197,8 @@ def recipe_start(
     """
     pairs = training_pairs(cfg.extra.get("pairs", "train"), train_pairs, test)
     if cfg.extra.get("negatives", "none") == "mined":
-        unique = list(dict.fromkeys(p.anchor for p in pairs))  # each anchor encoded once
-        row = {a: i for i, a in enumerate(unique)}
-        xq = anchors_of(unique)[[row[p.anchor] for p in pairs]]  # (n_pairs, d)
-        texts: list[tuple[str, ...]] = _mined(pairs, test, corpus_of("original"), xq, cfg.seed)
+        rows = negative_rows(pairs, corpus_of("original"), anchors_of, cfg.seed)
+        texts: list[tuple[str, ...]] = _with_negatives(pairs, test, rows)
     else:
         texts = [(p.anchor, p.positive) for p in pairs]
     start = cfg.extra.get("start")
@@ -199,3 +256,12 @@ def make_soup(
     info = {k: meta[k] for k in ("method", "base_model", "config") if k in meta}
     return save_text_model(mixed, folder, meta["dims"], overwrite=True, progress=progress,
                            name=Path(folder).name, soup=key, **info)  # fmt: skip
+
+
+def parse_soups(specs: Sequence[str], recipes: Mapping[str, TextTrainConfig]) -> dict[str, list]:
+    """``["NAME@ALPHA", ...]`` -> ``{NAME: [ALPHA, ...]}``, each checked (:func:`parse_soup`)."""
+    soups: dict[str, list[float]] = {}
+    for spec in specs:
+        name, alpha = parse_soup(spec, recipes)
+        soups.setdefault(name, []).append(alpha)
+    return soups

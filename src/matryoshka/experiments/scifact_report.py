@@ -16,7 +16,7 @@ from matryoshka.experiments.common import number_word, try_pyplot
 from matryoshka.experiments.scifact_recipes import PLAIN_TITLES
 from matryoshka.viz import markdown_table, plot_accuracy_vs_dim, results_table, save_figure
 
-__all__ = ["quality_rows", "render_scifact"]
+__all__ = ["quality_rows", "ranked_rows", "render_scifact"]
 
 
 def _plot(results: list[dict], funnels: list[dict], base: str, png_dir: Path) -> list[str]:
@@ -125,10 +125,18 @@ def quality_rows(
     return head, rows
 
 
-def _quality_targets(out: dict[str, Any]) -> list[str]:
-    """Each Matryoshka recipe against PCA of the original and the plain fine-tune's truncation."""
+def ranked_rows(out: dict[str, Any]) -> list[str]:
+    """The rows that compete with the plain fine-tune: Matryoshka recipes and learned rotations."""
     train = out["training"]
-    ours = [n for n, t in train.items() if t["config"]["method"] == "mrl"]
+    return [n for n, t in train.items() if t["config"]["method"] == "mrl"] + list(
+        out.get("rotations", {})
+    )
+
+
+def _quality_targets(out: dict[str, Any]) -> list[str]:
+    """Each Matryoshka recipe (and learned rotation) against PCA of the original and the plain
+    fine-tune's truncation."""
+    train, ours = out["training"], ranked_rows(out)
     if PLAIN_TITLES not in train or not ours:
         return []
     ndcg = {r["method"]: {int(m): v["ndcg@10"] for m, v in r["dims"].items()}
@@ -246,6 +254,28 @@ def _training_table(out: dict[str, Any]) -> str:
     return markdown_table(header, rows, "llrrrl")
 
 
+def _rotation_section(out: dict[str, Any]) -> list[str]:
+    """The learned rotations: what each was fitted on and how long it took."""
+    rotations = out.get("rotations", {})
+    if not rotations:
+        return []
+    rows = [[row, r["of"], r["pairs"], r["epochs"], f"{r['seconds']:.0f}"]
+            for row, r in rotations.items()]  # fmt: skip
+    return [
+        "## Learned rotations",
+        "",
+        "An orthogonal rotation of a trained model's embeddings, started at the PCA ordering of "
+        "its corpus embeddings and fitted with the nested in-batch contrastive loss at every "
+        "size below the full one, on the model's embeddings of its training pairs (anchor, "
+        "positive document, one hard negative mined by the original model); no test query or "
+        "judgement. Orthogonal, it leaves every full-size similarity as it was. It is saved "
+        "in the row's model folder (`models/<row>`) as a last `Dense` layer, so "
+        "`SentenceTransformer(path, truncate_dim=m)` gives the rotated prefix.",
+        "",
+        markdown_table(["row", "of", "pairs", "epochs", "seconds"], rows, "llrrr"),
+    ]
+
+
 def _peer_note(out: dict[str, Any]) -> list[str]:
     if out.get("mrl_vs_peer_max_abs_diff") is None:
         return []
@@ -309,6 +339,7 @@ def render_scifact(out: dict[str, Any], docs_dir: str | Path, base: str = "scifa
         "## Training",
         "",
         _training_table(out),
+        *_rotation_section(out),
     ]
     lines += [f"![{p}]({p})" for p in pngs]
     text = "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import numpy as np
 
 from matryoshka._io import write_text
 from matryoshka.experiments.scifact_recipes import PLAIN_TITLES
-from matryoshka.experiments.scifact_report import quality_rows
+from matryoshka.experiments.scifact_report import quality_rows, ranked_rows
 from matryoshka.viz import markdown_table
 
 __all__ = ["render_seeds", "seed_scores"]
@@ -82,8 +82,7 @@ def render_seeds(
     if plain not in ndcg:
         raise ValueError(f"{plain!r} is not trained in every run; runs share {sorted(ndcg)}")
     seeds = [next(iter(o["training"].values()))["config"]["seed"] for o in outs]
-    ours = [n for n, t in outs[0]["training"].items()
-            if t["config"]["method"] == "mrl" and n in ndcg]  # fmt: skip
+    ours = [n for n in ranked_rows(outs[0]) if n in ndcg]
     mean = {n: {m: float(v.mean()) for m, v in d.items()} for n, d in ndcg.items()}
     sts_mean = {n: {m: float(v.mean()) for m, v in d.items()} for n, d in sts.items()}
     head, rows = quality_rows(mean, sts_mean, ours, plain)

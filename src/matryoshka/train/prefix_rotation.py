@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from matryoshka._runtime import progress_bar
 from matryoshka.dims import validate_dims
 
 __all__ = ["fit_prefix_rotation"]
@@ -43,6 +44,7 @@ def fit_prefix_rotation(
     lr: float = 1e-3,
     temperature: float = 0.05,
     seed: int = 0,
+    progress: bool = False,
 ) -> np.ndarray:
     """An orthogonal (d, d) matrix ``R``; use it as ``X @ R.T`` on the model's embeddings.
 
@@ -56,6 +58,7 @@ def fit_prefix_rotation(
     epochs, batch_size, lr : Adam over the pairs, the learning rate decaying linearly to 0
     temperature : the softmax temperature of the contrastive loss
     seed : the shuffling's seed
+    progress : show a progress bar over the epochs, with the last batch's loss
     """
     a = _unit(anchors, "anchors")
     d = a.shape[1]
@@ -78,7 +81,8 @@ def fit_prefix_rotation(
     opt = torch.optim.Adam([S], lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: max(0.0, 1 - k / max(1, steps)))
     target = torch.arange(batch)
-    for _ in range(epochs):
+    bar = progress_bar(range(epochs), desc="fit the rotation", unit="epoch", disable=not progress)
+    for _ in bar:
         order = torch.randperm(len(a), generator=g)
         for i in range(0, len(a) - batch + 1, batch):
             idx = order[i : i + batch]
@@ -93,5 +97,6 @@ def fit_prefix_rotation(
             loss.backward()
             opt.step()
             sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
     with torch.no_grad():
         return (torch.matrix_exp(S - S.T) @ r0).double().numpy()
